@@ -1,0 +1,25 @@
+/// Errors of the schedule crate.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// A parameter is out of its valid range.
+    #[error("invalid {what}: {why}")]
+    Invalid {
+        /// The parameter's name.
+        what: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// Result alias of the schedule crate.
+pub type Result<T> = std::result::Result<T, ScheduleError>;
+
+pub(crate) fn invalid<T>(what: &'static str, why: impl Into<String>) -> Result<T> {
+    Err(ScheduleError::Invalid {
+        what,
+        why: why.into(),
+    })
+}

@@ -1,0 +1,304 @@
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::error::invalid;
+use crate::Result;
+
+/// Which β schedule to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BetaKind {
+    /// The reference's schedule: `torch.linspace(1e-4, 0.02, T)` in f32, whatever T is.
+    Linear,
+    /// Linear with both ends scaled by 1000/T (improved-diffusion), so short chains still reach
+    /// pure noise.
+    LinearScaled,
+    /// Nichol & Dhariwal's cosine schedule (s = 0.008, β clipped at 0.999).
+    Cosine,
+}
+
+/// The variance of a DDPM reverse step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Variance {
+    /// σ² = β_t (the reference's default, `simple_var=True`).
+    Beta,
+    /// σ² = (1-ᾱ_{t-1})/(1-ᾱ_t)·β_t, the true posterior variance.
+    Posterior,
+}
+
+/// A noise schedule of T steps: β, α = 1-β and ᾱ (running f32 product), on host and device.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    kind: BetaKind,
+    betas: Vec<f32>,
+    alphas: Vec<f32>,
+    alpha_bars: Vec<f32>,
+    sqrt_alpha_bars: Tensor,
+    sqrt_one_minus_alpha_bars: Tensor,
+}
+
+const LINEAR_START: f32 = 1e-4;
+const LINEAR_END: f32 = 0.02;
+const COSINE_OFFSET: f64 = 0.008;
+const COSINE_MAX_BETA: f64 = 0.999;
+
+/// `torch.linspace(start, end, n)` in f32, bit for bit (PyTorch fills the first half forward from
+/// `start` and the second half backward from `end`, each with one fused multiply-add).
+fn torch_linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
+    if n == 1 {
+        return vec![start];
+    }
+    let step = (end - start) / (n - 1) as f32;
+    let half = n / 2;
+    (0..n)
+        .map(|i| {
+            if i < half {
+                step.mul_add(i as f32, start)
+            } else {
+                (-step).mul_add((n - 1 - i) as f32, end)
+            }
+        })
+        .collect()
+}
+
+fn betas_for(kind: BetaKind, n_steps: usize) -> Vec<f32> {
+    match kind {
+        BetaKind::Linear => torch_linspace_f32(LINEAR_START, LINEAR_END, n_steps),
+        BetaKind::LinearScaled => {
+            let scale = 1000.0 / n_steps as f64;
+            let (start, end) = (scale * LINEAR_START as f64, scale * LINEAR_END as f64);
+            let denom = (n_steps.max(2) - 1) as f64;
+            (0..n_steps)
+                .map(|i| (start + (end - start) * i as f64 / denom) as f32)
+                .collect()
+        }
+        BetaKind::Cosine => {
+            let f = |t: f64| {
+                let x = (t / n_steps as f64 + COSINE_OFFSET) / (1.0 + COSINE_OFFSET);
+                (x * std::f64::consts::FRAC_PI_2).cos().powi(2)
+            };
+            (0..n_steps)
+                .map(|i| (1.0 - f(i as f64 + 1.0) / f(i as f64)).min(COSINE_MAX_BETA) as f32)
+                .collect()
+        }
+    }
+}
+
+impl Schedule {
+    /// Builds the schedule of `n_steps` steps of the given kind, with its per-step coefficient
+    /// tensors on `device`.
+    pub fn new(kind: BetaKind, n_steps: usize, device: &Device) -> Result<Self> {
+        if n_steps < 2 {
+            return invalid("n_steps", format!("need at least 2 steps, got {n_steps}"));
+        }
+        let betas = betas_for(kind, n_steps);
+        if let Some(bad) = betas.iter().find(|b| !(**b > 0.0 && **b < 1.0)) {
+            return invalid(
+                "n_steps",
+                format!("{kind:?} with T = {n_steps} gives β = {bad}, outside (0, 1)"),
+            );
+        }
+        let alphas: Vec<f32> = betas.iter().map(|b| 1.0 - b).collect();
+        let alpha_bars: Vec<f32> = alphas
+            .iter()
+            .scan(1.0f32, |product, a| {
+                *product *= a;
+                Some(*product)
+            })
+            .collect();
+        let sqrt_ab: Vec<f32> = alpha_bars.iter().map(|ab| ab.sqrt()).collect();
+        let sqrt_1mab: Vec<f32> = alpha_bars.iter().map(|ab| (1.0 - ab).sqrt()).collect();
+        Ok(Self {
+            kind,
+            sqrt_alpha_bars: Tensor::new(sqrt_ab, device)?,
+            sqrt_one_minus_alpha_bars: Tensor::new(sqrt_1mab, device)?,
+            betas,
+            alphas,
+            alpha_bars,
+        })
+    }
+
+    /// The kind of β schedule.
+    pub fn kind(&self) -> BetaKind {
+        self.kind
+    }
+
+    /// T, the number of diffusion steps.
+    pub fn n_steps(&self) -> usize {
+        self.betas.len()
+    }
+
+    /// The device the coefficient tensors live on.
+    pub fn device(&self) -> &Device {
+        self.sqrt_alpha_bars.device()
+    }
+
+    /// β_t for t in 0..T.
+    pub fn betas(&self) -> &[f32] {
+        &self.betas
+    }
+
+    /// α_t = 1 - β_t.
+    pub fn alphas(&self) -> &[f32] {
+        &self.alphas
+    }
+
+    /// ᾱ_t = α_0·…·α_t, accumulated sequentially in f32 as the reference does.
+    pub fn alpha_bars(&self) -> &[f32] {
+        &self.alpha_bars
+    }
+
+    /// ᾱ before step t: ᾱ_{t-1}, and 1 for t = 0.
+    pub fn alpha_bar_prev(&self, t: usize) -> f32 {
+        if t == 0 { 1.0 } else { self.alpha_bars[t - 1] }
+    }
+
+    /// The posterior variance (1-ᾱ_{t-1})/(1-ᾱ_t)·β_t (0 at t = 0).
+    pub fn posterior_variance(&self, t: usize) -> f32 {
+        if t == 0 {
+            return 0.0;
+        }
+        (1.0 - self.alpha_bars[t - 1]) / (1.0 - self.alpha_bars[t]) * self.betas[t]
+    }
+
+    /// The reverse-step variance σ²_t of the chosen kind (never used at t = 0).
+    pub fn variance(&self, t: usize, variance: Variance) -> f32 {
+        match variance {
+            Variance::Beta => self.betas[t],
+            Variance::Posterior => self.posterior_variance(t),
+        }
+    }
+
+    fn check_t(&self, t: usize) -> Result<()> {
+        if t >= self.n_steps() {
+            return invalid("t", format!("timestep {t} is outside 0..{}", self.n_steps()));
+        }
+        Ok(())
+    }
+
+    /// Forward noising `x_t = sqrt(1-ᾱ_t)·ε + sqrt(ᾱ_t)·x0` with one timestep per sample.
+    ///
+    /// `x0` and `eps` are (B, ...); `t` holds B integer timesteps (any integer dtype, shape (B) or
+    /// (B, 1)).
+    pub fn add_noise(&self, x0: &Tensor, t: &Tensor, eps: &Tensor) -> Result<Tensor> {
+        let batch = x0.dim(0)?;
+        let t = t.flatten_all()?.to_dtype(DType::U32)?;
+        if t.dim(0)? != batch {
+            return invalid("t", format!("{} timesteps for a batch of {batch}", t.dim(0)?));
+        }
+        let max_t = t.max(0)?.to_scalar::<u32>()? as usize;
+        self.check_t(max_t)?;
+        let mut coef_shape = vec![batch];
+        coef_shape.resize(x0.rank(), 1);
+        let a = self.sqrt_alpha_bars.index_select(&t, 0)?.reshape(coef_shape.as_slice())?;
+        let b = self
+            .sqrt_one_minus_alpha_bars
+            .index_select(&t, 0)?
+            .reshape(coef_shape.as_slice())?;
+        Ok((eps.broadcast_mul(&b)? + x0.broadcast_mul(&a)?)?)
+    }
+
+    /// x̂0 = (x_t - sqrt(1-ᾱ_t)·ε̂)/sqrt(ᾱ_t), optionally clipped to [-1, 1].
+    pub fn predict_x0(&self, x_t: &Tensor, t: usize, eps: &Tensor, clip: bool) -> Result<Tensor> {
+        self.check_t(t)?;
+        let ab = self.alpha_bars[t] as f64;
+        let x0 = ((x_t - eps.affine((1.0 - ab).sqrt(), 0.0)?)? / ab.sqrt())?;
+        Ok(if clip { x0.clamp(-1f32, 1f32)? } else { x0 })
+    }
+
+    /// One DDPM reverse step from x_t to x_{t-1} given the predicted noise `eps`.
+    ///
+    /// Without clipping the mean is the reference's `(x_t - (1-α_t)/sqrt(1-ᾱ_t)·ε̂)/sqrt(α_t)`;
+    /// with `clip_x0` it is the posterior mean of the clipped x̂0. `noise` (N(0,1), same shape)
+    /// is scaled by sqrt(σ²_t) and added for t > 0; at t = 0 no noise is added and `noise` may be
+    /// `None`.
+    pub fn ddpm_step(
+        &self,
+        x_t: &Tensor,
+        t: usize,
+        eps: &Tensor,
+        noise: Option<&Tensor>,
+        variance: Variance,
+        clip_x0: bool,
+    ) -> Result<Tensor> {
+        self.check_t(t)?;
+        let (alpha, ab, beta) = (self.alphas[t], self.alpha_bars[t], self.betas[t]);
+        let mean = if clip_x0 {
+            let x0 = self.predict_x0(x_t, t, eps, true)?;
+            let ab_prev = self.alpha_bar_prev(t) as f64;
+            let c_x0 = ab_prev.sqrt() * beta as f64 / (1.0 - ab as f64);
+            let c_xt = (alpha as f64).sqrt() * (1.0 - ab_prev) / (1.0 - ab as f64);
+            (x0.affine(c_x0, 0.0)? + x_t.affine(c_xt, 0.0)?)?
+        } else {
+            let c_eps = (1.0 - alpha) / (1.0 - ab).sqrt();
+            ((x_t - eps.affine(c_eps as f64, 0.0)?)? / (alpha.sqrt() as f64))?
+        };
+        if t == 0 {
+            return Ok(mean);
+        }
+        let Some(noise) = noise else {
+            return invalid("noise", format!("a DDPM step at t = {t} needs noise"));
+        };
+        let sigma = self.variance(t, variance).sqrt();
+        Ok((mean + noise.affine(sigma as f64, 0.0)?)?)
+    }
+
+    /// One DDIM step from x_t to x_{t_prev} (`t_prev = None` means the final step to x0).
+    ///
+    /// σ_t = η·sqrt((1-ᾱ_prev)/(1-ᾱ_t))·sqrt(1-ᾱ_t/ᾱ_prev); η = 0 is deterministic and η = 1
+    /// with consecutive timesteps is DDPM with the posterior variance. `noise` is needed when
+    /// σ_t > 0.
+    pub fn ddim_step(
+        &self,
+        x_t: &Tensor,
+        t: usize,
+        t_prev: Option<usize>,
+        eps: &Tensor,
+        noise: Option<&Tensor>,
+        eta: f64,
+        clip_x0: bool,
+    ) -> Result<Tensor> {
+        self.check_t(t)?;
+        if let Some(p) = t_prev
+            && p >= t
+        {
+            return invalid("t_prev", format!("{p} is not before {t}"));
+        }
+        let ab = self.alpha_bars[t] as f64;
+        let ab_prev = t_prev.map_or(1.0, |p| self.alpha_bars[p] as f64);
+        let x0 = self.predict_x0(x_t, t, eps, clip_x0)?;
+        let eps = if clip_x0 {
+            ((x_t - x0.affine(ab.sqrt(), 0.0)?)? / (1.0 - ab).sqrt())?
+        } else {
+            eps.clone()
+        };
+        let sigma = eta * ((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev)).max(0.0).sqrt();
+        let dir = (1.0 - ab_prev - sigma * sigma).max(0.0).sqrt();
+        let x_prev = (x0.affine(ab_prev.sqrt(), 0.0)? + eps.affine(dir, 0.0)?)?;
+        if sigma == 0.0 {
+            return Ok(x_prev);
+        }
+        let Some(noise) = noise else {
+            return invalid("noise", format!("a DDIM step with σ = {sigma} needs noise"));
+        };
+        Ok((x_prev + noise.affine(sigma, 0.0)?)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linspace_matches_torch_endpoints() {
+        let b = torch_linspace_f32(1e-4, 0.02, 1000);
+        assert_eq!(b[0], 1e-4);
+        assert_eq!(b[999], 0.02);
+    }
+
+    #[test]
+    fn too_few_steps_is_an_error() {
+        assert!(Schedule::new(BetaKind::Linear, 1, &Device::Cpu).is_err());
+    }
+}

@@ -1,0 +1,37 @@
+//! `cargo xtask <command>`: the project's tasks that are not training or sampling themselves —
+//! downloads, checking a network against PyTorch, benchmarks.
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod fetch;
+mod forward;
+
+/// Project tasks for the DDPM toolkit.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Download MNIST (four IDX .gz files) from mirrors, verifying every file's digest.
+    FetchMnist(fetch::MnistArgs),
+    /// Fetch the anime-faces set (Hugging Face mirror of the Kaggle set, or a Kaggle zip).
+    FetchAnime(fetch::AnimeArgs),
+    /// Run a network on tensors from a safetensors file and write its output (port checking).
+    Forward(forward::Args),
+    /// Benchmarks: training step and sampling forward of the reference UNets, data loading.
+    Bench(bench::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::FetchMnist(args) => fetch::mnist(args),
+        Command::FetchAnime(args) => fetch::anime(args),
+        Command::Forward(args) => forward::run(args),
+        Command::Bench(args) => bench::run(args),
+    }
+}
