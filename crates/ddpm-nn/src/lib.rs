@@ -1,1 +1,62 @@
-//! Building blocks with correct gradients.
+//! Neural-network building blocks with correct gradients for the DDPM networks, on candle.
+//!
+//! # Functions
+//! All take `x` as (B,C,H,W) and return `candle_core::Result<Tensor>`, differentiable w.r.t.
+//! every tensor argument: [`conv2d`], [`conv_transpose2d`] (PyTorch weight layout and
+//! `output_padding`), [`max_pool2d`] (floor mode, gradient to the first maximum of each window),
+//! [`layer_norm_chw`] (LayerNorm over (C,H,W)), [`group_norm`], [`leaky_relu`], [`silu`].
+//!
+//! # Modules
+//! Built from a `candle_nn::VarBuilder`, with PyTorch parameter names (`weight`, `bias`) and
+//! PyTorch's default initialisation: [`Conv2d`], [`ConvTranspose2d`], [`Linear`]
+//! (`U(±1/sqrt(fan_in))` for weight and bias; fan_in of a transposed conv is
+//! `weight.size(1)*k*k`), [`LayerNormChw`], [`GroupNorm`], [`BatchNorm2d`] (ones/zeros).
+//! [`BatchNorm2d`] keeps `running_mean`, `running_var`, `num_batches_tracked` outside the
+//! VarMap (non-trainable) and exposes them with full names via `buffers()` / `load_buffers()`.
+//!
+//! # Seeded initialisation (how a whole model's init depends only on a seed)
+//! Build the model through [`SeededInit::var_builder`] instead of `VarBuilder::from_varmap`:
+//!
+//! ```
+//! use candle_core::{DType, Device, Module, Tensor};
+//! use candle_nn::VarMap;
+//! let varmap = VarMap::new();
+//! let init = ddpm_nn::SeededInit::new(&varmap, 7);
+//! let vb = init.var_builder(DType::F32, &Device::Cpu);
+//! let conv = ddpm_nn::Conv2d::new(vb.pp("encoder.0").pp("conv"), 1, 8, 3, 1, 1).unwrap();
+//! // varmap now holds "encoder.0.conv.weight" and "encoder.0.conv.bias", drawn from seed 7.
+//! let y = conv.forward(&Tensor::zeros((2, 1, 28, 28), DType::F32, &Device::Cpu).unwrap()).unwrap();
+//! assert_eq!(y.dims(), &[2, 8, 28, 28]);
+//! // Later: redraw the same variables from another seed.
+//! ddpm_nn::reinit_seeded(&varmap, &init.specs(), 8).unwrap();
+//! ```
+//!
+//! Every variable is drawn from its own ChaCha8 stream keyed by `(seed, full name)`, so values
+//! depend only on the seed and the name (not on construction order); the requested
+//! `candle_nn::Init` (`Const`, `Uniform`, `Randn`; not `Kaiming`) is recorded as an
+//! [`InitSpec`]. Your own variables (e.g. a zero-initialised output conv) just use
+//! `vb.get_with_hints(shape, name, InitSpec::Const(0.0).to_init())`. Tensors that must not
+//! be trained (a frozen table) should not be requested from the VarBuilder.
+//!
+//! # Gradient checking
+//! [`gradcheck`] compares candle's backprop with central finite differences.
+
+mod act;
+mod conv;
+mod error;
+pub mod gradcheck;
+mod init;
+mod linear;
+mod norm;
+mod pool;
+
+pub use act::{leaky_relu, silu};
+pub use conv::{Conv2d, ConvTranspose2d, conv_transpose2d, conv2d};
+pub use error::NnError;
+pub use init::{InitSpec, SeededInit, reinit_seeded};
+pub use linear::Linear;
+pub use norm::{
+    BATCH_NORM_EPS, BATCH_NORM_MOMENTUM, BatchNorm2d, GroupNorm, LayerNormChw, group_norm,
+    layer_norm_chw,
+};
+pub use pool::max_pool2d;

@@ -1,0 +1,17 @@
+//! Activations with gradients (candle's own `relu` and `silu` are differentiable already).
+
+use candle_core::{Result, Tensor};
+
+/// `torch.nn.functional.leaky_relu(x, slope)`: `x` where `x > 0`, `slope * x` elsewhere
+/// (gradient 1 resp. `slope`; at exactly 0 the gradient is `slope`, like torch).
+pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
+    let positive = x.gt(0.0)?.to_dtype(x.dtype())?;
+    // x * (slope + (1 - slope) * [x > 0])
+    let factor = ((positive * (1.0 - slope))? + slope)?;
+    x.mul(&factor)
+}
+
+/// SiLU (`x * sigmoid(x)`), re-exported for symmetry with [`leaky_relu`].
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    x.silu()
+}
