@@ -21,7 +21,11 @@ pub fn workspace_root() -> PathBuf {
 /// Path of a fixture committed in the repository under `tests/fixtures/`.
 pub fn fixture(name: &str) -> PathBuf {
     let path = workspace_root().join("tests").join("fixtures").join(name);
-    assert!(path.exists(), "committed fixture {} is missing", path.display());
+    assert!(
+        path.exists(),
+        "committed fixture {} is missing",
+        path.display()
+    );
     path
 }
 
@@ -44,10 +48,16 @@ pub fn shared_file(relative: &str) -> Option<PathBuf> {
     match shared_dir() {
         Some(dir) => {
             let path = dir.join(relative);
-            assert!(path.exists(), "{} is missing from the shared folder", path.display());
+            assert!(
+                path.exists(),
+                "{} is missing from the shared folder",
+                path.display()
+            );
             Some(path)
         }
-        None if in_ci() => panic!("CI=true but the shared folder (../shared) is absent: needed {relative}"),
+        None if in_ci() => {
+            panic!("CI=true but the shared folder (../shared) is absent: needed {relative}")
+        }
         None => {
             eprintln!("SKIPPED: ../shared is absent, so {relative} cannot be read");
             None

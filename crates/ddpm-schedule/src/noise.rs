@@ -95,6 +95,9 @@ mod tests {
         assert_eq!(x, NoiseRng::new(3).normal_vec(20_000));
         let mean = x.iter().sum::<f32>() / x.len() as f32;
         let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / x.len() as f32;
-        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "mean {mean} var {var}");
+        assert!(
+            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
+            "mean {mean} var {var}"
+        );
     }
 }

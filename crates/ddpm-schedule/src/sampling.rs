@@ -71,7 +71,10 @@ impl Sampler {
             Sampler::Ddpm { .. } => Ok((0..n_steps).rev().collect()),
             Sampler::Ddim { steps, eta, .. } => {
                 if steps == 0 || steps > n_steps {
-                    return invalid("steps", format!("DDIM needs 1..={n_steps} steps, got {steps}"));
+                    return invalid(
+                        "steps",
+                        format!("DDIM needs 1..={n_steps} steps, got {steps}"),
+                    );
                 }
                 if !(0.0..=1.0).contains(&eta) {
                     return invalid("eta", format!("η must be in [0, 1], got {eta}"));
@@ -112,7 +115,11 @@ pub fn sample(
         let eps = model.predict_eps(&x, &t_tensor)?;
         x = match *sampler {
             Sampler::Ddpm { variance, clip_x0 } => {
-                let z = if t > 0 { Some(noise.randn(x.shape(), x.device())?) } else { None };
+                let z = if t > 0 {
+                    Some(noise.randn(x.shape(), x.device())?)
+                } else {
+                    None
+                };
                 schedule.ddpm_step(&x, t, &eps, z.as_ref(), variance, clip_x0)?
             }
             Sampler::Ddim { eta, clip_x0, .. } => {

@@ -1,8 +1,8 @@
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::error::invalid;
 use crate::Result;
+use crate::error::invalid;
 
 /// Which β schedule to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +34,9 @@ pub struct Schedule {
     betas: Vec<f32>,
     alphas: Vec<f32>,
     alpha_bars: Vec<f32>,
+    /// ᾱ accumulated in f64 from the same α: the consistent values behind x̂0 clipping and DDIM,
+    /// which have no reference output to reproduce.
+    alpha_bars_f64: Vec<f64>,
     sqrt_alpha_bars: Tensor,
     sqrt_one_minus_alpha_bars: Tensor,
 }
@@ -107,6 +110,13 @@ impl Schedule {
                 Some(*product)
             })
             .collect();
+        let alpha_bars_f64: Vec<f64> = alphas
+            .iter()
+            .scan(1.0f64, |product, a| {
+                *product *= *a as f64;
+                Some(*product)
+            })
+            .collect();
         let sqrt_ab: Vec<f32> = alpha_bars.iter().map(|ab| ab.sqrt()).collect();
         let sqrt_1mab: Vec<f32> = alpha_bars.iter().map(|ab| (1.0 - ab).sqrt()).collect();
         Ok(Self {
@@ -116,6 +126,7 @@ impl Schedule {
             betas,
             alphas,
             alpha_bars,
+            alpha_bars_f64,
         })
     }
 
@@ -154,6 +165,14 @@ impl Schedule {
         if t == 0 { 1.0 } else { self.alpha_bars[t - 1] }
     }
 
+    fn alpha_bar_prev_f64(&self, t: usize) -> f64 {
+        if t == 0 {
+            1.0
+        } else {
+            self.alpha_bars_f64[t - 1]
+        }
+    }
+
     /// The posterior variance (1-ᾱ_{t-1})/(1-ᾱ_t)·β_t (0 at t = 0).
     pub fn posterior_variance(&self, t: usize) -> f32 {
         if t == 0 {
@@ -172,7 +191,10 @@ impl Schedule {
 
     fn check_t(&self, t: usize) -> Result<()> {
         if t >= self.n_steps() {
-            return invalid("t", format!("timestep {t} is outside 0..{}", self.n_steps()));
+            return invalid(
+                "t",
+                format!("timestep {t} is outside 0..{}", self.n_steps()),
+            );
         }
         Ok(())
     }
@@ -185,13 +207,19 @@ impl Schedule {
         let batch = x0.dim(0)?;
         let t = t.flatten_all()?.to_dtype(DType::U32)?;
         if t.dim(0)? != batch {
-            return invalid("t", format!("{} timesteps for a batch of {batch}", t.dim(0)?));
+            return invalid(
+                "t",
+                format!("{} timesteps for a batch of {batch}", t.dim(0)?),
+            );
         }
         let max_t = t.max(0)?.to_scalar::<u32>()? as usize;
         self.check_t(max_t)?;
         let mut coef_shape = vec![batch];
         coef_shape.resize(x0.rank(), 1);
-        let a = self.sqrt_alpha_bars.index_select(&t, 0)?.reshape(coef_shape.as_slice())?;
+        let a = self
+            .sqrt_alpha_bars
+            .index_select(&t, 0)?
+            .reshape(coef_shape.as_slice())?;
         let b = self
             .sqrt_one_minus_alpha_bars
             .index_select(&t, 0)?
@@ -202,7 +230,7 @@ impl Schedule {
     /// x̂0 = (x_t - sqrt(1-ᾱ_t)·ε̂)/sqrt(ᾱ_t), optionally clipped to [-1, 1].
     pub fn predict_x0(&self, x_t: &Tensor, t: usize, eps: &Tensor, clip: bool) -> Result<Tensor> {
         self.check_t(t)?;
-        let ab = self.alpha_bars[t] as f64;
+        let ab = self.alpha_bars_f64[t];
         let x0 = ((x_t - eps.affine((1.0 - ab).sqrt(), 0.0)?)? / ab.sqrt())?;
         Ok(if clip { x0.clamp(-1f32, 1f32)? } else { x0 })
     }
@@ -223,12 +251,14 @@ impl Schedule {
         clip_x0: bool,
     ) -> Result<Tensor> {
         self.check_t(t)?;
-        let (alpha, ab, beta) = (self.alphas[t], self.alpha_bars[t], self.betas[t]);
+        let (alpha, ab) = (self.alphas[t], self.alpha_bars[t]);
         let mean = if clip_x0 {
             let x0 = self.predict_x0(x_t, t, eps, true)?;
-            let ab_prev = self.alpha_bar_prev(t) as f64;
-            let c_x0 = ab_prev.sqrt() * beta as f64 / (1.0 - ab as f64);
-            let c_xt = (alpha as f64).sqrt() * (1.0 - ab_prev) / (1.0 - ab as f64);
+            // Posterior mean c_x0·x̂0 + c_xt·x_t, from the f64 ᾱ (with the rounded f32 ᾱ,
+            // c_x0 = sqrt(ᾱ_prev)·β_t/(1-ᾱ_t) is off by up to 6e-4 near t = 0).
+            let (ab, ab_prev) = (self.alpha_bars_f64[t], self.alpha_bar_prev_f64(t));
+            let c_xt = (alpha as f64).sqrt() * (1.0 - ab_prev) / (1.0 - ab);
+            let c_x0 = ab_prev.sqrt() * (1.0 - alpha as f64) / (1.0 - ab);
             (x0.affine(c_x0, 0.0)? + x_t.affine(c_xt, 0.0)?)?
         } else {
             let c_eps = (1.0 - alpha) / (1.0 - ab).sqrt();
@@ -265,17 +295,27 @@ impl Schedule {
         {
             return invalid("t_prev", format!("{p} is not before {t}"));
         }
-        let ab = self.alpha_bars[t] as f64;
-        let ab_prev = t_prev.map_or(1.0, |p| self.alpha_bars[p] as f64);
-        let x0 = self.predict_x0(x_t, t, eps, clip_x0)?;
-        let eps = if clip_x0 {
-            ((x_t - x0.affine(ab.sqrt(), 0.0)?)? / (1.0 - ab).sqrt())?
-        } else {
-            eps.clone()
-        };
-        let sigma = eta * ((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev)).max(0.0).sqrt();
+        let ab = self.alpha_bars_f64[t];
+        let ab_prev = t_prev.map_or(1.0, |p| self.alpha_bars_f64[p]);
+        let ratio = ab / ab_prev;
+        let sigma = eta
+            * ((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ratio))
+                .max(0.0)
+                .sqrt();
         let dir = (1.0 - ab_prev - sigma * sigma).max(0.0).sqrt();
-        let x_prev = (x0.affine(ab_prev.sqrt(), 0.0)? + eps.affine(dir, 0.0)?)?;
+        // x_prev = sqrt(ᾱ_prev)·x̂0 + dir·ε̂ with x̂0 = (x_t - sqrt(1-ᾱ_t)·ε̂)/sqrt(ᾱ_t), folded
+        // into f64 coefficients of x_t and ε̂ (or of x_t and the clipped x̂0), so that no f32
+        // tensor is divided by a small sqrt(ᾱ_t) or sqrt(1-ᾱ_t).
+        let x_prev = if clip_x0 {
+            let x0 = self.predict_x0(x_t, t, eps, true)?;
+            let c_xt = dir / (1.0 - ab).sqrt();
+            let c_x0 = ab_prev.sqrt() - c_xt * ab.sqrt();
+            (x0.affine(c_x0, 0.0)? + x_t.affine(c_xt, 0.0)?)?
+        } else {
+            let c_xt = 1.0 / ratio.sqrt();
+            let c_eps = dir - ((1.0 - ab) / ratio).sqrt();
+            (x_t.affine(c_xt, 0.0)? + eps.affine(c_eps, 0.0)?)?
+        };
         if sigma == 0.0 {
             return Ok(x_prev);
         }

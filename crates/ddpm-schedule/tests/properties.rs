@@ -1,0 +1,228 @@
+//! Properties every schedule and sampler must have, over many T and all schedule kinds.
+
+use candle_core::{Device, Tensor};
+use ddpm_schedule::{BetaKind, NoiseRng, Sampler, Schedule, Variance, sample};
+use ddpm_tests::{assert_close, max_abs_diff};
+
+const KINDS: [BetaKind; 3] = [BetaKind::Linear, BetaKind::LinearScaled, BetaKind::Cosine];
+
+fn schedules() -> impl Iterator<Item = Schedule> {
+    KINDS.into_iter().flat_map(|kind| {
+        [50usize, 100, 257, 1000, 4000]
+            .into_iter()
+            .map(move |n| Schedule::new(kind, n, &Device::Cpu).unwrap())
+    })
+}
+
+#[test]
+fn alpha_bars_strictly_decrease_inside_the_unit_interval() {
+    for s in schedules() {
+        let ab = s.alpha_bars();
+        assert!(
+            ab.iter().all(|a| *a > 0.0 && *a < 1.0),
+            "{:?} T={}",
+            s.kind(),
+            s.n_steps()
+        );
+        assert!(
+            ab.windows(2).all(|w| w[1] < w[0]),
+            "{:?} T={}",
+            s.kind(),
+            s.n_steps()
+        );
+    }
+}
+
+#[test]
+fn posterior_variance_never_exceeds_beta() {
+    for s in schedules() {
+        for t in 0..s.n_steps() {
+            assert!(
+                s.posterior_variance(t) <= s.betas()[t],
+                "{:?} T={} t={t}",
+                s.kind(),
+                s.n_steps()
+            );
+        }
+    }
+}
+
+#[test]
+fn scaled_and_cosine_schedules_reach_noise_for_short_chains() {
+    // The reference's unscaled linear schedule with T = 100 keeps ~36% of the signal; the
+    // T-rescaled and cosine schedules end near pure noise for any T.
+    let linear = Schedule::new(BetaKind::Linear, 100, &Device::Cpu).unwrap();
+    assert!(*linear.alpha_bars().last().unwrap() > 0.3);
+    for kind in [BetaKind::LinearScaled, BetaKind::Cosine] {
+        let s = Schedule::new(kind, 100, &Device::Cpu).unwrap();
+        assert!(*s.alpha_bars().last().unwrap() < 1e-3, "{kind:?}");
+    }
+}
+
+#[test]
+fn invalid_settings_are_errors() {
+    assert!(Schedule::new(BetaKind::LinearScaled, 10, &Device::Cpu).is_err());
+    let s = Schedule::new(BetaKind::Linear, 10, &Device::Cpu).unwrap();
+    let x = Tensor::zeros((1, 1, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert!(
+        s.ddpm_step(&x, 10, &x, Some(&x), Variance::Beta, false)
+            .is_err()
+    );
+    assert!(s.ddpm_step(&x, 3, &x, None, Variance::Beta, false).is_err());
+    let t = Tensor::new(&[10u32], &Device::Cpu).unwrap();
+    assert!(s.add_noise(&x, &t, &x).is_err());
+    for steps in [0, 11] {
+        let ddim = Sampler::Ddim {
+            steps,
+            eta: 0.0,
+            clip_x0: false,
+        };
+        assert!(ddim.timesteps(10).is_err());
+    }
+    let ddim = Sampler::Ddim {
+        steps: 5,
+        eta: 1.5,
+        clip_x0: false,
+    };
+    assert!(ddim.timesteps(10).is_err());
+}
+
+#[test]
+fn ddim_timesteps_span_the_chain() {
+    let ts = Sampler::Ddim {
+        steps: 5,
+        eta: 0.0,
+        clip_x0: false,
+    }
+    .timesteps(1000)
+    .unwrap();
+    assert_eq!(ts, vec![999, 749, 500, 250, 0]);
+    let all = Sampler::Ddim {
+        steps: 1000,
+        eta: 0.0,
+        clip_x0: false,
+    }
+    .timesteps(1000)
+    .unwrap();
+    assert_eq!(all, (0..1000).rev().collect::<Vec<_>>());
+}
+
+/// A smooth stand-in for a network: ε̂ depends on x_t and t.
+fn toy_eps(x: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
+    let t = t
+        .to_dtype(candle_core::DType::F32)?
+        .reshape((x.dim(0)?, 1, 1, 1))?;
+    x.affine(0.3, 0.0)?.tanh()?.broadcast_add(&(t / 1000.0)?)
+}
+
+fn x_t(seed: u64) -> Tensor {
+    Tensor::from_vec(
+        NoiseRng::new(seed).normal_vec(96),
+        (2, 3, 4, 4),
+        &Device::Cpu,
+    )
+    .unwrap()
+}
+
+#[test]
+fn ddim_with_every_step_and_eta_one_is_ddpm_with_posterior_variance() {
+    let eps = x_t(7).tanh().unwrap();
+    let z = x_t(8);
+    for kind in KINDS {
+        let s = Schedule::new(kind, 100, &Device::Cpu).unwrap();
+        // Step by step, from the same x_t, ε̂ and noise.
+        for t in 0..100 {
+            for clip_x0 in [false, true] {
+                let x = x_t(t as u64);
+                let a = s
+                    .ddpm_step(&x, t, &eps, Some(&z), Variance::Posterior, clip_x0)
+                    .unwrap();
+                let b = s
+                    .ddim_step(&x, t, t.checked_sub(1), &eps, Some(&z), 1.0, clip_x0)
+                    .unwrap();
+                assert_close(&a, &b, 1e-5, &format!("{kind:?} t={t} clip={clip_x0}"));
+            }
+        }
+        // And whole chains through the sampling loop. The toy ε-predictor does not contract,
+        // so per-step f32 rounding grows like 1/sqrt(ᾱ_T): the tolerance scales with it.
+        let growth = 1.0 / (*s.alpha_bars().last().unwrap() as f64).sqrt();
+        for clip_x0 in [false, true] {
+            let ddpm = Sampler::Ddpm {
+                variance: Variance::Posterior,
+                clip_x0,
+            };
+            let ddim = Sampler::Ddim {
+                steps: 100,
+                eta: 1.0,
+                clip_x0,
+            };
+            let a = sample(&s, &ddpm, &toy_eps, x_t(1), &mut NoiseRng::new(9), |_| {}).unwrap();
+            let b = sample(&s, &ddim, &toy_eps, x_t(1), &mut NoiseRng::new(9), |_| {}).unwrap();
+            assert_close(
+                &a,
+                &b,
+                1e-5 * growth,
+                &format!("chain {kind:?} clip={clip_x0}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn ddim_with_eta_zero_is_deterministic_and_ignores_the_noise_source() {
+    let s = Schedule::new(BetaKind::Linear, 1000, &Device::Cpu).unwrap();
+    let ddim = Sampler::Ddim {
+        steps: 20,
+        eta: 0.0,
+        clip_x0: false,
+    };
+    let a = sample(&s, &ddim, &toy_eps, x_t(2), &mut NoiseRng::new(1), |_| {}).unwrap();
+    let b = sample(&s, &ddim, &toy_eps, x_t(2), &mut NoiseRng::new(2), |_| {}).unwrap();
+    assert_eq!(max_abs_diff(&a, &b), 0.0);
+    // ...while DDPM depends on its noise.
+    let ddpm = Sampler::default();
+    let c = sample(&s, &ddpm, &toy_eps, x_t(2), &mut NoiseRng::new(1), |_| {}).unwrap();
+    let d = sample(&s, &ddpm, &toy_eps, x_t(2), &mut NoiseRng::new(2), |_| {}).unwrap();
+    assert!(max_abs_diff(&c, &d) > 1e-3);
+}
+
+#[test]
+fn the_loop_reports_every_step_and_clipping_bounds_the_final_sample() {
+    let s = Schedule::new(BetaKind::Linear, 50, &Device::Cpu).unwrap();
+    let mut seen = Vec::new();
+    let sampler = Sampler::Ddpm {
+        variance: Variance::Beta,
+        clip_x0: true,
+    };
+    let x0 = sample(
+        &s,
+        &sampler,
+        &toy_eps,
+        x_t(3),
+        &mut NoiseRng::new(4),
+        |info| {
+            assert_eq!(info.total, 50);
+            seen.push(info.t)
+        },
+    )
+    .unwrap();
+    assert_eq!(seen, (0..50).rev().collect::<Vec<_>>());
+    // The last DDPM step with clipping returns the clipped x̂0 itself.
+    let max = x0.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+    assert!(max.to_scalar::<f32>().unwrap() <= 1.0);
+}
+
+#[test]
+fn forward_noising_then_exact_eps_recovers_x0() {
+    let s = Schedule::new(BetaKind::Cosine, 200, &Device::Cpu).unwrap();
+    let x0 = x_t(5).tanh().unwrap();
+    let eps = x_t(6);
+    let t = Tensor::new(&[17u32, 150], &Device::Cpu).unwrap();
+    let xt = s.add_noise(&x0, &t, &eps).unwrap();
+    for (i, ti) in [17usize, 150].into_iter().enumerate() {
+        let rec = s
+            .predict_x0(&xt.get(i).unwrap(), ti, &eps.get(i).unwrap(), false)
+            .unwrap();
+        assert_close(&rec, &x0.get(i).unwrap(), 1e-4, &format!("t={ti}"));
+    }
+}
