@@ -16,4 +16,4 @@ mod schedule;
 pub use error::{Result, ScheduleError};
 pub use noise::{NoiseRng, NoiseRngState, NoiseSource};
 pub use sampling::{EpsModel, Sampler, StepInfo, sample};
-pub use schedule::{BetaKind, Schedule, Variance};
+pub use schedule::{BetaKind, DdimOptions, Schedule, Variance};

@@ -2,7 +2,7 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::invalid;
-use crate::{NoiseSource, Result, Schedule, Variance};
+use crate::{DdimOptions, NoiseSource, Result, Schedule, Variance};
 
 /// Anything that predicts the noise ε̂ in x_t: the denoising network in practice, a closure in
 /// tests. `t` is a (B,) u32 tensor of timesteps on the same device as `x_t`.
@@ -129,7 +129,14 @@ pub fn sample(
                 } else {
                     None
                 };
-                schedule.ddim_step(&x, t, t_prev, &eps, z.as_ref(), eta, clip_x0)?
+                schedule.ddim_step(
+                    &x,
+                    t,
+                    t_prev,
+                    &eps,
+                    z.as_ref(),
+                    DdimOptions { eta, clip_x0 },
+                )?
             }
         };
         on_step(StepInfo {

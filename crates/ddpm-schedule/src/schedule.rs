@@ -27,6 +27,15 @@ pub enum Variance {
     Posterior,
 }
 
+/// The knobs of one DDIM step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DdimOptions {
+    /// 0 = deterministic, 1 = DDPM-like noise.
+    pub eta: f64,
+    /// Clip x̂0 to [-1, 1].
+    pub clip_x0: bool,
+}
+
 /// A noise schedule of T steps: β, α = 1-β and ᾱ (running f32 product), on host and device.
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -286,9 +295,9 @@ impl Schedule {
         t_prev: Option<usize>,
         eps: &Tensor,
         noise: Option<&Tensor>,
-        eta: f64,
-        clip_x0: bool,
+        options: DdimOptions,
     ) -> Result<Tensor> {
+        let DdimOptions { eta, clip_x0 } = options;
         self.check_t(t)?;
         if let Some(p) = t_prev
             && p >= t

@@ -1,7 +1,7 @@
 //! Properties every schedule and sampler must have, over many T and all schedule kinds.
 
 use candle_core::{Device, Tensor};
-use ddpm_schedule::{BetaKind, NoiseRng, Sampler, Schedule, Variance, sample};
+use ddpm_schedule::{BetaKind, DdimOptions, NoiseRng, Sampler, Schedule, Variance, sample};
 use ddpm_tests::{assert_close, max_abs_diff};
 
 const KINDS: [BetaKind; 3] = [BetaKind::Linear, BetaKind::LinearScaled, BetaKind::Cosine];
@@ -138,7 +138,14 @@ fn ddim_with_every_step_and_eta_one_is_ddpm_with_posterior_variance() {
                     .ddpm_step(&x, t, &eps, Some(&z), Variance::Posterior, clip_x0)
                     .unwrap();
                 let b = s
-                    .ddim_step(&x, t, t.checked_sub(1), &eps, Some(&z), 1.0, clip_x0)
+                    .ddim_step(
+                        &x,
+                        t,
+                        t.checked_sub(1),
+                        &eps,
+                        Some(&z),
+                        DdimOptions { eta: 1.0, clip_x0 },
+                    )
                     .unwrap();
                 assert_close(&a, &b, 1e-5, &format!("{kind:?} t={t} clip={clip_x0}"));
             }
