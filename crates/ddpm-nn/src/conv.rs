@@ -1,8 +1,9 @@
 //! 2-D convolution and transposed convolution (PyTorch semantics, NCHW, square kernels).
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::conv_op::{ConvBwdInput, ConvFwd};
 use crate::error::{bad_config, bad_shape};
 use crate::init::InitSpec;
 
@@ -53,12 +54,44 @@ fn add_bias(op: &'static str, y: Tensor, bias: Option<&Tensor>) -> Result<Tensor
 }
 
 /// Convolution of `x` (B,C_in,H,W) with `weight` (C_out,C_in,k,k), like `torch.nn.functional.conv2d`.
+///
+/// On the CPU (f32/f64) forward and both gradients run im2col + GEMM kernels; elsewhere it is
+/// [`conv2d_portable`].
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     stride: usize,
     padding: usize,
+) -> Result<Tensor> {
+    conv2d_impl(
+        x,
+        weight,
+        bias,
+        stride,
+        padding,
+        uses_cpu_kernels(x, weight),
+    )
+}
+
+/// [`conv2d`] written with candle's own ops on any device (candle's backward).
+pub fn conv2d_portable(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    conv2d_impl(x, weight, bias, stride, padding, false)
+}
+
+fn conv2d_impl(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    fast: bool,
 ) -> Result<Tensor> {
     let k = check_conv_args("conv2d", x, weight, 1, stride)?;
     let (_, _, h, w) = x.dims4()?;
@@ -70,13 +103,31 @@ pub fn conv2d(
             format!("spatial size + 2*padding >= kernel {k}"),
         ));
     }
-    let y = x.conv2d(weight, padding, stride, 1, 1)?;
+    let y = if fast {
+        x.contiguous()?.apply_op2(
+            &weight.contiguous()?,
+            ConvFwd {
+                stride,
+                pad: padding,
+            },
+        )?
+    } else {
+        x.conv2d(weight, padding, stride, 1, 1)?
+    };
     add_bias("conv2d", y, bias)
+}
+
+/// Whether the fast CPU kernels apply (CPU tensors of one float dtype, f32 or f64).
+fn uses_cpu_kernels(x: &Tensor, weight: &Tensor) -> bool {
+    x.device().is_cpu()
+        && weight.device().is_cpu()
+        && x.dtype() == weight.dtype()
+        && matches!(x.dtype(), DType::F32 | DType::F64)
 }
 
 /// Places the H and W entries of `x` `stride` apart (zeros between), prepends `before` zeros
 /// and pads or crops at the end to `len_h` x `len_w`.
-pub(crate) fn dilate_pad(
+fn dilate_pad(
     x: &Tensor,
     stride: usize,
     before: usize,
@@ -118,6 +169,9 @@ fn conv_transpose_out(
 
 /// Transposed convolution of `x` (B,C_in,H,W) with `weight` (C_in,C_out,k,k) (PyTorch layout),
 /// like `torch.nn.functional.conv_transpose2d`: output size `(H-1)*stride - 2*padding + k + output_padding`.
+///
+/// On the CPU (f32/f64) it runs the convolution kernels of [`conv2d`] (its forward is the
+/// input-gradient kernel); elsewhere it is [`conv_transpose2d_portable`].
 pub fn conv_transpose2d(
     x: &Tensor,
     weight: &Tensor,
@@ -125,6 +179,30 @@ pub fn conv_transpose2d(
     stride: usize,
     padding: usize,
     output_padding: usize,
+) -> Result<Tensor> {
+    let fast = uses_cpu_kernels(x, weight);
+    conv_transpose2d_impl(x, weight, bias, (stride, padding, output_padding), fast)
+}
+
+/// [`conv_transpose2d`] as a stride-1 candle conv2d of the zero-dilated, padded input with the
+/// flipped kernel, on any device.
+pub fn conv_transpose2d_portable(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    output_padding: usize,
+) -> Result<Tensor> {
+    conv_transpose2d_impl(x, weight, bias, (stride, padding, output_padding), false)
+}
+
+fn conv_transpose2d_impl(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    (stride, padding, output_padding): (usize, usize, usize),
+    fast: bool,
 ) -> Result<Tensor> {
     let op = "conv_transpose2d";
     let k = check_conv_args(op, x, weight, 0, stride)?;
@@ -148,11 +226,22 @@ pub fn conv_transpose2d(
         (Some(ho), Some(wo)) if ho > 0 && wo > 0 => (ho, wo),
         _ => return Err(bad_shape(op, "input", x.shape(), "a non-empty output")),
     };
-    // Equivalent stride-1 convolution of the zero-dilated, padded input with the flipped,
-    // in/out-transposed kernel.
-    let xd = dilate_pad(x, stride, k - 1 - padding, ho + k - 1, wo + k - 1)?;
-    let wf = weight.flip(&[2, 3])?.transpose(0, 1)?.contiguous()?;
-    let y = conv2d(&xd, &wf, None, 1, 0)?;
+    let y = if fast {
+        // The input gradient of the convolution this one transposes.
+        let geometry = ConvBwdInput {
+            stride,
+            pad: padding,
+            h: ho,
+            w: wo,
+        };
+        x.contiguous()?.apply_op2(&weight.contiguous()?, geometry)?
+    } else {
+        // Equivalent stride-1 convolution of the zero-dilated, padded input with the flipped,
+        // in/out-transposed kernel.
+        let xd = dilate_pad(x, stride, k - 1 - padding, ho + k - 1, wo + k - 1)?;
+        let wf = weight.flip(&[2, 3])?.transpose(0, 1)?.contiguous()?;
+        xd.conv2d(&wf, 0, 1, 1, 1)?
+    };
     add_bias(op, y, bias)
 }
 

@@ -43,6 +43,8 @@
 
 mod act;
 mod conv;
+mod conv_op;
+mod cpu_conv;
 mod error;
 pub mod gradcheck;
 mod init;
@@ -51,7 +53,9 @@ mod norm;
 mod pool;
 
 pub use act::{leaky_relu, silu};
-pub use conv::{Conv2d, ConvTranspose2d, conv_transpose2d, conv2d};
+pub use conv::{
+    Conv2d, ConvTranspose2d, conv_transpose2d, conv_transpose2d_portable, conv2d, conv2d_portable,
+};
 pub use error::NnError;
 pub use init::{InitSpec, SeededInit, reinit_seeded};
 pub use linear::Linear;

@@ -6,12 +6,22 @@ mod support;
 use candle_core::Result;
 use candle_core::Tensor;
 use ddpm_nn::gradcheck::{GradCheck, analytic_grads};
-use ddpm_nn::{conv_transpose2d, conv2d};
+use ddpm_nn::{conv_transpose2d, conv_transpose2d_portable, conv2d, conv2d_portable};
+
+type ConvFn = fn(&Tensor, &Tensor, Option<&Tensor>, usize, usize) -> Result<Tensor>;
+type ConvTFn = fn(&Tensor, &Tensor, Option<&Tensor>, usize, usize, usize) -> Result<Tensor>;
+/// The CPU-kernel and the portable (candle-op) implementations.
+const CONVS: [(&str, ConvFn); 2] = [("fast", conv2d), ("portable", conv2d_portable)];
+/// The same for the transposed convolution.
+const CONVTS: [(&str, ConvTFn); 2] = [
+    ("fast", conv_transpose2d),
+    ("portable", conv_transpose2d_portable),
+];
 use support::{conv_transpose2d_ref, conv2d_ref, max_diff, rand_tensor};
 
 /// (batch, c_in, c_out, size, k, stride, padding)
 const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize); 5] = [
-    (2, 3, 4, 6, 3, 1, 1),
+    (5, 3, 4, 6, 3, 1, 1),
     (2, 2, 3, 7, 3, 2, 1),
     (1, 3, 2, 5, 1, 1, 0),
     (2, 2, 2, 6, 2, 2, 0),
@@ -20,46 +30,50 @@ const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize); 5] = [
 
 #[test]
 fn conv2d_forward_matches_loops() {
-    for (i, &(b, ci, co, s, k, st, p)) in CONV_CASES.iter().enumerate() {
-        let x = rand_tensor(&[b, ci, s, s], i as u64);
-        let w = rand_tensor(&[co, ci, k, k], 100 + i as u64);
-        let bias = rand_tensor(&[co], 200 + i as u64);
-        let y = conv2d(&x, &w, Some(&bias), st, p).unwrap();
-        let r = conv2d_ref(&x, &w, Some(&bias), st, p);
-        assert!(max_diff(&y, &r) < 1e-12, "case {i}: {}", max_diff(&y, &r));
-        let y32 = conv2d(
-            &x.to_dtype(candle_core::DType::F32).unwrap(),
-            &w.to_dtype(candle_core::DType::F32).unwrap(),
-            Some(&bias.to_dtype(candle_core::DType::F32).unwrap()),
-            st,
-            p,
-        )
-        .unwrap();
-        assert!(max_diff(&y32, &r) < 1e-5, "case {i} f32");
+    for (name, conv2d) in CONVS {
+        for (i, &(b, ci, co, s, k, st, p)) in CONV_CASES.iter().enumerate() {
+            let x = rand_tensor(&[b, ci, s, s], i as u64);
+            let w = rand_tensor(&[co, ci, k, k], 100 + i as u64);
+            let bias = rand_tensor(&[co], 200 + i as u64);
+            let y = conv2d(&x, &w, Some(&bias), st, p).unwrap();
+            let r = conv2d_ref(&x, &w, Some(&bias), st, p);
+            assert!(max_diff(&y, &r) < 1e-12, "case {i}: {}", max_diff(&y, &r));
+            let y32 = conv2d(
+                &x.to_dtype(candle_core::DType::F32).unwrap(),
+                &w.to_dtype(candle_core::DType::F32).unwrap(),
+                Some(&bias.to_dtype(candle_core::DType::F32).unwrap()),
+                st,
+                p,
+            )
+            .unwrap();
+            assert!(max_diff(&y32, &r) < 1e-5, "{name} case {i} f32");
+        }
     }
 }
 
 #[test]
 fn conv2d_gradients_match_finite_differences_and_candle() {
-    for (i, &(b, ci, co, s, k, st, p)) in CONV_CASES.iter().enumerate() {
-        let x = rand_tensor(&[b, ci, s, s], i as u64);
-        let w = rand_tensor(&[co, ci, k, k], 100 + i as u64);
-        let bias = rand_tensor(&[co], 200 + i as u64);
-        let ours = |v: &[Tensor]| conv2d(&v[0], &v[1], Some(&v[2]), st, p);
-        GradCheck::default().assert(ours, &[x.clone(), w.clone(), bias.clone()]);
-        let candle = |v: &[Tensor]| -> Result<Tensor> {
-            v[0].conv2d(&v[1], p, st, 1, 1)?
-                .broadcast_add(&v[2].reshape((1, co, 1, 1))?)
-        };
-        let inputs = [x, w, bias];
-        let a = analytic_grads(ours, &inputs, 3).unwrap();
-        let c = analytic_grads(candle, &inputs, 3).unwrap();
-        for (ga, gc) in a.iter().zip(&c) {
-            assert!(
-                max_diff(ga, gc) < 1e-10,
-                "case {i}: ours vs candle {}",
-                max_diff(ga, gc)
-            );
+    for (name, conv2d) in CONVS {
+        for (i, &(b, ci, co, s, k, st, p)) in CONV_CASES.iter().enumerate() {
+            let x = rand_tensor(&[b, ci, s, s], i as u64);
+            let w = rand_tensor(&[co, ci, k, k], 100 + i as u64);
+            let bias = rand_tensor(&[co], 200 + i as u64);
+            let ours = |v: &[Tensor]| conv2d(&v[0], &v[1], Some(&v[2]), st, p);
+            GradCheck::default().assert(ours, &[x.clone(), w.clone(), bias.clone()]);
+            let candle = |v: &[Tensor]| -> Result<Tensor> {
+                v[0].conv2d(&v[1], p, st, 1, 1)?
+                    .broadcast_add(&v[2].reshape((1, co, 1, 1))?)
+            };
+            let inputs = [x, w, bias];
+            let a = analytic_grads(ours, &inputs, 3).unwrap();
+            let c = analytic_grads(candle, &inputs, 3).unwrap();
+            for (ga, gc) in a.iter().zip(&c) {
+                assert!(
+                    max_diff(ga, gc) < 1e-10,
+                    "{name} case {i}: ours vs candle {}",
+                    max_diff(ga, gc)
+                );
+            }
         }
     }
 }
@@ -75,29 +89,37 @@ const TRANSPOSE_CASES: [(usize, usize, usize, usize, usize, usize, usize, usize)
 
 #[test]
 fn conv_transpose2d_shapes_and_forward_match_scatter_definition() {
-    for (i, &(ci, co, s, k, st, p, op, expect)) in TRANSPOSE_CASES.iter().enumerate() {
-        let x = rand_tensor(&[2, ci, s, s], i as u64);
-        let w = rand_tensor(&[ci, co, k, k], 50 + i as u64);
-        let bias = rand_tensor(&[co], 60 + i as u64);
-        let y = conv_transpose2d(&x, &w, Some(&bias), st, p, op).unwrap();
-        assert_eq!(y.dims(), &[2, co, expect, expect], "case {i}");
-        let r = conv_transpose2d_ref(&x, &w, Some(&bias), st, p, op);
-        assert!(max_diff(&y, &r) < 1e-12, "case {i}: {}", max_diff(&y, &r));
+    for (name, conv_transpose2d) in CONVTS {
+        for (i, &(ci, co, s, k, st, p, op, expect)) in TRANSPOSE_CASES.iter().enumerate() {
+            let x = rand_tensor(&[2, ci, s, s], i as u64);
+            let w = rand_tensor(&[ci, co, k, k], 50 + i as u64);
+            let bias = rand_tensor(&[co], 60 + i as u64);
+            let y = conv_transpose2d(&x, &w, Some(&bias), st, p, op).unwrap();
+            assert_eq!(y.dims(), &[2, co, expect, expect], "case {i}");
+            let r = conv_transpose2d_ref(&x, &w, Some(&bias), st, p, op);
+            assert!(
+                max_diff(&y, &r) < 1e-12,
+                "{name} case {i}: {}",
+                max_diff(&y, &r)
+            );
+        }
     }
 }
 
 #[test]
 fn conv_transpose2d_gradients_match_finite_differences() {
-    for (i, &(ci, co, s, k, st, p, op, _)) in TRANSPOSE_CASES.iter().enumerate() {
-        // Keep the big case small in batch and channels: each element costs two forwards.
-        let s = s.min(7);
-        let x = rand_tensor(&[1, ci, s, s], i as u64);
-        let w = rand_tensor(&[ci, co, k, k], 50 + i as u64);
-        let bias = rand_tensor(&[co], 60 + i as u64);
-        GradCheck::default().assert(
-            |v| conv_transpose2d(&v[0], &v[1], Some(&v[2]), st, p, op),
-            &[x, w, bias],
-        );
+    for (_, conv_transpose2d) in CONVTS {
+        for (i, &(ci, co, s, k, st, p, op, _)) in TRANSPOSE_CASES.iter().enumerate() {
+            // Keep the big case small in batch and channels: each element costs two forwards.
+            let s = s.min(7);
+            let x = rand_tensor(&[1, ci, s, s], i as u64);
+            let w = rand_tensor(&[ci, co, k, k], 50 + i as u64);
+            let bias = rand_tensor(&[co], 60 + i as u64);
+            GradCheck::default().assert(
+                |v| conv_transpose2d(&v[0], &v[1], Some(&v[2]), st, p, op),
+                &[x, w, bias],
+            );
+        }
     }
 }
 
