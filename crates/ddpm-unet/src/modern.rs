@@ -1,0 +1,316 @@
+//! A modern DDPM / diffusers-style UNet.
+//!
+//! Layout (level widths `c_l = base · mult_l`, `temb = 4 · base`):
+//! - `time_embed.{0,2}`: sinusoidal(base) → Linear(base → temb) → SiLU → Linear(temb → temb).
+//! - `conv_in`: Conv3x3(C → c_0).
+//! - `down.l.res.j` (j < num_res_blocks) residual blocks, each followed by `down.l.attn.j` when
+//!   the level's resolution is in `attn_resolutions`; `down.l.downsample` (Conv3x3, stride 2)
+//!   on every level but the last. Every output (and `conv_in`'s) is kept as a skip.
+//! - `mid.res1`, `mid.attn`, `mid.res2`.
+//! - `up.l.res.j` (j ≤ num_res_blocks) on `cat([x, skip])`, `up.l.attn.j` as above,
+//!   `up.l.upsample` (nearest ×2 then Conv3x3) on every level but the first.
+//! - `norm_out` (GroupNorm) → SiLU → `conv_out` (Conv3x3(c_0 → C), zero-initialised, so the
+//!   untrained network predicts ε̂ = 0).
+//!
+//! Residual block (`norm1`, `conv1`, `time_proj`, `norm2`, `conv2`, `skip`):
+//! `h = conv1(SiLU(GN(x))) + time_proj(SiLU(temb))`, `h = conv2(dropout(SiLU(GN(h))))`,
+//! output `skip(x) + h` (`skip` = Conv1x1 when the widths differ).
+//! Attention (`norm`, `qkv`, `proj`): multi-head self-attention over the pixels of
+//! `GN(x)` with 1x1-conv projections, added back to `x`.
+
+use candle_core::{D, Module, Tensor};
+use candle_nn::VarBuilder;
+use ddpm_nn::{Conv2d, GroupNorm, InitSpec, Linear, conv2d, silu};
+
+use crate::config::ModernUNetConfig;
+use crate::layers::{MlpAct, TimeMlp, Tracer, per_channel};
+use crate::time::sinusoidal_embedding;
+
+/// Epsilon of the GroupNorms (PyTorch default).
+const GN_EPS: f64 = 1e-5;
+
+/// Settings every residual block shares.
+#[derive(Debug, Clone, Copy)]
+struct BlockSettings {
+    groups: usize,
+    temb: usize,
+    dropout: f64,
+}
+
+/// GroupNorm + SiLU residual block with time injection.
+#[derive(Debug)]
+struct ResnetBlock {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    time_proj: Linear,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    skip: Option<Conv2d>,
+    dropout: f64,
+}
+
+impl ResnetBlock {
+    fn new(
+        vb: VarBuilder,
+        in_c: usize,
+        out_c: usize,
+        s: BlockSettings,
+    ) -> candle_core::Result<Self> {
+        let skip = if in_c == out_c {
+            None
+        } else {
+            Some(Conv2d::new(vb.pp("skip"), in_c, out_c, 1, 1, 0)?)
+        };
+        Ok(ResnetBlock {
+            norm1: GroupNorm::new(vb.pp("norm1"), s.groups, in_c, GN_EPS)?,
+            conv1: Conv2d::new(vb.pp("conv1"), in_c, out_c, 3, 1, 1)?,
+            time_proj: Linear::new(vb.pp("time_proj"), s.temb, out_c)?,
+            norm2: GroupNorm::new(vb.pp("norm2"), s.groups, out_c, GN_EPS)?,
+            conv2: Conv2d::new(vb.pp("conv2"), out_c, out_c, 3, 1, 1)?,
+            skip,
+            dropout: s.dropout,
+        })
+    }
+
+    /// `temb_act` is `SiLU(temb)`, shared by every block.
+    fn forward(&self, x: &Tensor, temb_act: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let h = self.conv1.forward(&silu(&self.norm1.forward(x)?)?)?;
+        let h = h.broadcast_add(&per_channel(&self.time_proj.forward(temb_act)?)?)?;
+        let mut h = silu(&self.norm2.forward(&h)?)?;
+        if train && self.dropout > 0.0 {
+            h = candle_nn::ops::dropout(&h, self.dropout as f32)?;
+        }
+        let h = self.conv2.forward(&h)?;
+        let skip = match &self.skip {
+            Some(conv) => conv.forward(x)?,
+            None => x.clone(),
+        };
+        skip + h
+    }
+}
+
+/// Multi-head self-attention over the pixels, with a residual connection.
+#[derive(Debug)]
+struct Attention {
+    norm: GroupNorm,
+    qkv: Conv2d,
+    proj: Conv2d,
+    heads: usize,
+}
+
+impl Attention {
+    fn new(vb: VarBuilder, c: usize, groups: usize, heads: usize) -> candle_core::Result<Self> {
+        Ok(Attention {
+            norm: GroupNorm::new(vb.pp("norm"), groups, c, GN_EPS)?,
+            qkv: Conv2d::new(vb.pp("qkv"), c, 3 * c, 1, 1, 0)?,
+            proj: Conv2d::new(vb.pp("proj"), c, c, 1, 1, 0)?,
+            heads,
+        })
+    }
+}
+
+impl Module for Attention {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let (heads, d, n) = (self.heads, c / self.heads, h * w);
+        // (B, 3C, H, W) → three (B·heads, N, d) tensors.
+        let qkv = self
+            .qkv
+            .forward(&self.norm.forward(x)?)?
+            .reshape((b, 3, heads, d, n))?;
+        let part = |i: usize| -> candle_core::Result<Tensor> {
+            qkv.narrow(1, i, 1)?
+                .reshape((b * heads, d, n))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
+        let attn = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, c, h, w))?;
+        x + self.proj.forward(&out)?
+    }
+}
+
+/// A residual block optionally followed by attention.
+#[derive(Debug)]
+struct Stage {
+    res: ResnetBlock,
+    attn: Option<Attention>,
+}
+
+impl Stage {
+    fn forward(&self, x: &Tensor, temb_act: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let h = self.res.forward(x, temb_act, train)?;
+        match &self.attn {
+            Some(attn) => attn.forward(&h),
+            None => Ok(h),
+        }
+    }
+}
+
+/// One resolution level of the down or up path.
+#[derive(Debug)]
+struct Level {
+    stages: Vec<Stage>,
+    /// Down-sampling (down path) or up-sampling conv (up path), if any.
+    resample: Option<Conv2d>,
+}
+
+/// The modern UNet.
+#[derive(Debug)]
+pub(crate) struct ModernUNet {
+    base: usize,
+    time_embed: TimeMlp,
+    conv_in: Conv2d,
+    down: Vec<Level>,
+    mid: (ResnetBlock, Attention, ResnetBlock),
+    up: Vec<Level>,
+    norm_out: GroupNorm,
+    conv_out_weight: Tensor,
+    conv_out_bias: Tensor,
+}
+
+impl ModernUNet {
+    /// Builds the network; `cfg` must be valid.
+    pub(crate) fn new(vb: VarBuilder, cfg: &ModernUNetConfig) -> candle_core::Result<Self> {
+        let s = BlockSettings {
+            groups: cfg.norm_groups,
+            temb: cfg.time_embed_dim(),
+            dropout: cfg.dropout,
+        };
+        let levels = cfg.channel_mult.len();
+        let heights = cfg.level_heights();
+        let attn_at = |l: usize| cfg.attn_resolutions.contains(&heights[l]);
+        let stage = |vb: VarBuilder,
+                     j: usize,
+                     l: usize,
+                     in_c: usize,
+                     out_c: usize|
+         -> candle_core::Result<Stage> {
+            let attn = if attn_at(l) {
+                Some(Attention::new(
+                    vb.pp("attn").pp(j),
+                    out_c,
+                    s.groups,
+                    cfg.attn_heads,
+                )?)
+            } else {
+                None
+            };
+            Ok(Stage {
+                res: ResnetBlock::new(vb.pp("res").pp(j), in_c, out_c, s)?,
+                attn,
+            })
+        };
+        let base = cfg.base_channels;
+        let mut skips = vec![base];
+        let mut cur = base;
+        let mut down = Vec::with_capacity(levels);
+        for l in 0..levels {
+            let vb_l = vb.pp("down").pp(l);
+            let out_c = cfg.level_channels(l);
+            let mut stages = Vec::with_capacity(cfg.num_res_blocks);
+            for j in 0..cfg.num_res_blocks {
+                stages.push(stage(vb_l.clone(), j, l, cur, out_c)?);
+                cur = out_c;
+                skips.push(cur);
+            }
+            let resample = if l + 1 < levels {
+                skips.push(cur);
+                Some(Conv2d::new(vb_l.pp("downsample"), cur, cur, 3, 2, 1)?)
+            } else {
+                None
+            };
+            down.push(Level { stages, resample });
+        }
+        let vb_m = vb.pp("mid");
+        let mid = (
+            ResnetBlock::new(vb_m.pp("res1"), cur, cur, s)?,
+            Attention::new(vb_m.pp("attn"), cur, s.groups, cfg.attn_heads)?,
+            ResnetBlock::new(vb_m.pp("res2"), cur, cur, s)?,
+        );
+        let mut up = Vec::with_capacity(levels);
+        for l in (0..levels).rev() {
+            let vb_l = vb.pp("up").pp(l);
+            let out_c = cfg.level_channels(l);
+            let mut stages = Vec::with_capacity(cfg.num_res_blocks + 1);
+            for j in 0..=cfg.num_res_blocks {
+                let skip = skips.pop().expect("one skip per up-path block");
+                stages.push(stage(vb_l.clone(), j, l, cur + skip, out_c)?);
+                cur = out_c;
+            }
+            let resample = if l > 0 {
+                Some(Conv2d::new(vb_l.pp("upsample"), cur, cur, 3, 1, 1)?)
+            } else {
+                None
+            };
+            up.push(Level { stages, resample });
+        }
+        let zero = InitSpec::Const(0.0).to_init();
+        let vb_o = vb.pp("conv_out");
+        Ok(ModernUNet {
+            base,
+            time_embed: TimeMlp::new(vb.pp("time_embed"), base, s.temb, s.temb, MlpAct::Silu)?,
+            conv_in: Conv2d::new(vb.pp("conv_in"), cfg.image.channels, base, 3, 1, 1)?,
+            down,
+            mid,
+            up,
+            norm_out: GroupNorm::new(vb.pp("norm_out"), s.groups, cur, GN_EPS)?,
+            conv_out_weight: vb_o.get_with_hints(
+                (cfg.image.channels, cur, 3, 3),
+                "weight",
+                zero,
+            )?,
+            conv_out_bias: vb_o.get_with_hints(cfg.image.channels, "bias", zero)?,
+        })
+    }
+
+    /// ε̂(x, t), reporting `temb`, `down{l}`, `mid`, `up{l}` (level outputs) to `trace`.
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        train: bool,
+        trace: Tracer,
+    ) -> candle_core::Result<Tensor> {
+        let emb = sinusoidal_embedding(t, x.dim(0)?, self.base)?.to_dtype(x.dtype())?;
+        let temb = self.time_embed.forward(&emb)?;
+        trace("temb", &temb);
+        let temb_act = silu(&temb)?;
+        let mut h = self.conv_in.forward(x)?;
+        let mut skips = vec![h.clone()];
+        for (l, level) in self.down.iter().enumerate() {
+            for stage in &level.stages {
+                h = stage.forward(&h, &temb_act, train)?;
+                skips.push(h.clone());
+            }
+            if let Some(conv) = &level.resample {
+                h = conv.forward(&h)?;
+                skips.push(h.clone());
+            }
+            trace(&format!("down{l}"), &h);
+        }
+        let (res1, attn, res2) = &self.mid;
+        h = res2.forward(
+            &attn.forward(&res1.forward(&h, &temb_act, train)?)?,
+            &temb_act,
+            train,
+        )?;
+        trace("mid", &h);
+        let levels = self.up.len();
+        for (i, level) in self.up.iter().enumerate() {
+            for stage in &level.stages {
+                let skip = skips.pop().expect("one skip per up-path block");
+                h = stage.forward(&Tensor::cat(&[&h, &skip], 1)?, &temb_act, train)?;
+            }
+            if let Some(conv) = &level.resample {
+                let (_, _, hh, ww) = h.dims4()?;
+                h = conv.forward(&h.upsample_nearest2d(2 * hh, 2 * ww)?)?;
+            }
+            trace(&format!("up{}", levels - 1 - i), &h);
+        }
+        let h = silu(&self.norm_out.forward(&h)?)?;
+        conv2d(&h, &self.conv_out_weight, Some(&self.conv_out_bias), 1, 1)
+    }
+}
