@@ -2,9 +2,22 @@
 
 use candle_core::{Result, Tensor};
 
+use crate::conv_op::fast_cpu;
+use crate::fused_op::LeakyReluOp;
+
 /// `torch.nn.functional.leaky_relu(x, slope)`: `x` where `x > 0`, `slope * x` elsewhere
-/// (gradient 1 resp. `slope`; at exactly 0 the gradient is `slope`, like torch).
+/// (gradient 1 resp. `slope`; at exactly 0 the gradient is `slope`, like torch). One fused
+/// pass on the CPU (f32/f64), [`leaky_relu_portable`] elsewhere.
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
+    if fast_cpu(&[x]) {
+        x.contiguous()?.apply_op1(LeakyReluOp { slope })
+    } else {
+        leaky_relu_portable(x, slope)
+    }
+}
+
+/// [`leaky_relu`] from candle ops, on any device.
+pub fn leaky_relu_portable(x: &Tensor, slope: f64) -> Result<Tensor> {
     let positive = x.gt(0.0)?.to_dtype(x.dtype())?;
     // x * (slope + (1 - slope) * [x > 0])
     let factor = ((positive * (1.0 - slope))? + slope)?;

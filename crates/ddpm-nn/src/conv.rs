@@ -1,9 +1,9 @@
 //! 2-D convolution and transposed convolution (PyTorch semantics, NCHW, square kernels).
 
-use candle_core::{DType, Module, Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::conv_op::{ConvBwdInput, ConvFwd};
+use crate::conv_op::{ConvBwdInput, ConvFwd, fast_cpu};
 use crate::error::{bad_config, bad_shape};
 use crate::init::InitSpec;
 
@@ -64,14 +64,7 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
-    conv2d_impl(
-        x,
-        weight,
-        bias,
-        stride,
-        padding,
-        uses_cpu_kernels(x, weight),
-    )
+    conv2d_impl(x, weight, bias, stride, padding, fast_cpu(&[x, weight]))
 }
 
 /// [`conv2d`] written with candle's own ops on any device (candle's backward).
@@ -115,14 +108,6 @@ fn conv2d_impl(
         x.conv2d(weight, padding, stride, 1, 1)?
     };
     add_bias("conv2d", y, bias)
-}
-
-/// Whether the fast CPU kernels apply (CPU tensors of one float dtype, f32 or f64).
-fn uses_cpu_kernels(x: &Tensor, weight: &Tensor) -> bool {
-    x.device().is_cpu()
-        && weight.device().is_cpu()
-        && x.dtype() == weight.dtype()
-        && matches!(x.dtype(), DType::F32 | DType::F64)
 }
 
 /// Places the H and W entries of `x` `stride` apart (zeros between), prepends `before` zeros
@@ -180,7 +165,7 @@ pub fn conv_transpose2d(
     padding: usize,
     output_padding: usize,
 ) -> Result<Tensor> {
-    let fast = uses_cpu_kernels(x, weight);
+    let fast = fast_cpu(&[x, weight]);
     conv_transpose2d_impl(x, weight, bias, (stride, padding, output_padding), fast)
 }
 

@@ -10,8 +10,17 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
 use crate::cpu_conv::{Geom, conv_backward_input, conv_backward_weight, conv_forward};
 
+/// Whether the CPU kernels apply: every tensor on the CPU, one float dtype (f32 or f64).
+pub(crate) fn fast_cpu(tensors: &[&Tensor]) -> bool {
+    let dtype = tensors[0].dtype();
+    matches!(dtype, DType::F32 | DType::F64)
+        && tensors
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == dtype)
+}
+
 /// The contiguous slice of `s` described by `l`.
-fn slice<'a, T: candle_core::WithDType>(
+pub(crate) fn slice<'a, T: candle_core::WithDType>(
     op: &'static str,
     s: &'a CpuStorage,
     l: &Layout,

@@ -45,14 +45,16 @@ mod act;
 mod conv;
 mod conv_op;
 mod cpu_conv;
+mod cpu_fused;
 mod error;
+mod fused_op;
 pub mod gradcheck;
 mod init;
 mod linear;
 mod norm;
 mod pool;
 
-pub use act::{leaky_relu, silu};
+pub use act::{leaky_relu, leaky_relu_portable, silu};
 pub use conv::{
     Conv2d, ConvTranspose2d, conv_transpose2d, conv_transpose2d_portable, conv2d, conv2d_portable,
 };
@@ -61,6 +63,6 @@ pub use init::{InitSpec, SeededInit, reinit_seeded};
 pub use linear::Linear;
 pub use norm::{
     BATCH_NORM_EPS, BATCH_NORM_MOMENTUM, BatchNorm2d, GroupNorm, LayerNormChw, group_norm,
-    layer_norm_chw,
+    layer_norm_chw, layer_norm_chw_portable,
 };
-pub use pool::max_pool2d;
+pub use pool::{max_pool2d, max_pool2d_portable};

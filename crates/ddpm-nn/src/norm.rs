@@ -6,7 +6,9 @@ use std::sync::Mutex;
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::conv_op::fast_cpu;
 use crate::error::{NnError, bad_config, bad_shape};
+use crate::fused_op::LayerNormOp;
 use crate::init::InitSpec;
 
 /// Normalises `x` (B, N) over dim 1: `(x - mean) / sqrt(biased var + eps)`.
@@ -19,9 +21,25 @@ fn standardise_rows(x: &Tensor, eps: f64) -> Result<Tensor> {
 
 /// LayerNorm over the whole (C,H,W) of each sample of `x` (B,C,H,W), with an elementwise affine
 /// `weight`, `bias` of shape (C,H,W) — `torch.nn.LayerNorm((C,H,W))`. Biased variance, like torch.
+/// One fused pass (and one for the backward) on the CPU (f32/f64), [`layer_norm_chw_portable`]
+/// elsewhere.
 pub fn layer_norm_chw(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    check_layer_norm(x, weight, bias)?;
+    if fast_cpu(&[x, weight, bias]) {
+        x.contiguous()?.apply_op3(
+            &weight.contiguous()?,
+            &bias.contiguous()?,
+            LayerNormOp { eps },
+        )
+    } else {
+        layer_norm_chw_portable(x, weight, bias, eps)
+    }
+}
+
+/// Validates LayerNorm arguments: `x` (B,C,H,W), `weight` and `bias` (C,H,W).
+fn check_layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<()> {
     let op = "layer_norm_chw";
-    let (b, c, h, w) = x
+    let (_, c, h, w) = x
         .dims4()
         .map_err(|_| bad_shape(op, "input", x.shape(), "(B, C, H, W)"))?;
     for (what, t) in [("weight", weight), ("bias", bias)] {
@@ -29,6 +47,18 @@ pub fn layer_norm_chw(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> R
             return Err(bad_shape(op, what, t.shape(), format!("({c}, {h}, {w})")));
         }
     }
+    Ok(())
+}
+
+/// [`layer_norm_chw`] from differentiable candle ops, on any device.
+pub fn layer_norm_chw_portable(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    check_layer_norm(x, weight, bias)?;
+    let (b, c, h, w) = x.dims4()?;
     let xhat = standardise_rows(&x.reshape((b, c * h * w))?, eps)?.reshape((b, c, h, w))?;
     xhat.broadcast_mul(&weight.unsqueeze(0)?)?
         .broadcast_add(&bias.unsqueeze(0)?)

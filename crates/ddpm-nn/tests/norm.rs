@@ -5,7 +5,10 @@ mod support;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use ddpm_nn::gradcheck::GradCheck;
-use ddpm_nn::{BatchNorm2d, LayerNormChw, group_norm, layer_norm_chw, leaky_relu, silu};
+use ddpm_nn::{
+    BatchNorm2d, LayerNormChw, group_norm, layer_norm_chw, layer_norm_chw_portable, leaky_relu,
+    leaky_relu_portable, silu,
+};
 use support::{rand_tensor, vals};
 
 /// Per-sample standardisation over `chunk`-sized slices, in loops.
@@ -26,14 +29,24 @@ fn layer_norm_chw_values_and_gradients() {
     let x = rand_tensor(&[2, 3, 4, 4], 1);
     let w = rand_tensor(&[3, 4, 4], 2);
     let b = rand_tensor(&[3, 4, 4], 3);
-    let y = vals(&layer_norm_chw(&x, &w, &b, 1e-5).unwrap());
-    let xhat = standardise_ref(&vals(&x), 48, 1e-5);
-    let (wv, bv) = (vals(&w), vals(&b));
-    for (i, yv) in y.iter().enumerate() {
-        let e = xhat[i] * wv[i % 48] + bv[i % 48];
-        assert!((yv - e).abs() < 1e-12, "element {i}");
+    for ln in [layer_norm_chw, layer_norm_chw_portable] {
+        let y = vals(&ln(&x, &w, &b, 1e-5).unwrap());
+        let xhat = standardise_ref(&vals(&x), 48, 1e-5);
+        let (wv, bv) = (vals(&w), vals(&b));
+        for (i, yv) in y.iter().enumerate() {
+            let e = xhat[i] * wv[i % 48] + bv[i % 48];
+            assert!((yv - e).abs() < 1e-12, "element {i}");
+        }
+        GradCheck::default().assert(
+            |v| ln(&v[0], &v[1], &v[2], 1e-5),
+            &[x.clone(), w.clone(), b.clone()],
+        );
     }
-    GradCheck::default().assert(|v| layer_norm_chw(&v[0], &v[1], &v[2], 1e-5), &[x, w, b]);
+    // f32 (the training dtype) agrees with f64.
+    let f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+    let y32 = layer_norm_chw(&f32(&x), &f32(&w), &f32(&b), 1e-5).unwrap();
+    let y64 = layer_norm_chw(&x, &w, &b, 1e-5).unwrap();
+    assert!(support::max_diff(&y32, &y64) < 1e-5);
 }
 
 #[test]
@@ -81,11 +94,13 @@ fn activations_values_and_gradients() {
         &Device::Cpu,
     )
     .unwrap();
-    let y = vals(&leaky_relu(&x, 0.01).unwrap());
-    for (a, b) in vals(&x).iter().zip(&y) {
-        assert_eq!(*b, if *a > 0.0 { *a } else { 0.01 * a });
+    for leaky in [leaky_relu, leaky_relu_portable] {
+        let y = vals(&leaky(&x, 0.01).unwrap());
+        for (a, b) in vals(&x).iter().zip(&y) {
+            assert_eq!(*b, if *a > 0.0 { *a } else { 0.01 * a });
+        }
+        GradCheck::default().assert(|v| leaky(&v[0], 0.01), &[x.clone()]);
     }
-    GradCheck::default().assert(|v| leaky_relu(&v[0], 0.01), &[x.clone()]);
     GradCheck::default().assert(|v| silu(&v[0]), &[x]);
 }
 

@@ -1,0 +1,212 @@
+//! Fused CPU kernels (f32/f64) for the element-wise and per-sample layers: LayerNorm over
+//! (C,H,W), LeakyReLU and floor-mode max-pooling, each with its backward. candle runs these
+//! layers as chains of single-threaded element-wise ops whose broadcast reductions dominate a
+//! CPU training step; one pass each, parallel over samples, replaces them.
+
+use rayon::prelude::*;
+
+use crate::cpu_conv::Elem;
+
+/// An [`Elem`] with the arithmetic the fused kernels need (statistics are kept in f64).
+pub(crate) trait Real: Elem + PartialOrd {
+    /// Conversion from f64.
+    fn from_f64(v: f64) -> Self;
+    /// Conversion to f64.
+    fn to_f64(self) -> f64;
+}
+
+impl Real for f32 {
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+impl Real for f64 {
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+
+/// Mean and `1/sqrt(biased var + eps)` of one sample.
+fn stats<T: Real>(x: &[T], eps: f64) -> (f64, f64) {
+    let n = x.len() as f64;
+    let mean = x.iter().map(|v| v.to_f64()).sum::<f64>() / n;
+    let var = x.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+/// LayerNorm forward: `x` (B, N) rows, `w`, `b` (N) -> `y` (B, N).
+pub(crate) fn layer_norm_forward<T: Real>(x: &[T], w: &[T], b: &[T], eps: f64) -> Vec<T> {
+    let n = w.len();
+    let mut y = vec![T::default(); x.len()];
+    y.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(y, x)| {
+        let (mean, rstd) = stats(x, eps);
+        for i in 0..n {
+            let xhat = (x[i].to_f64() - mean) * rstd;
+            y[i] = T::from_f64(xhat * w[i].to_f64() + b[i].to_f64());
+        }
+    });
+    y
+}
+
+/// LayerNorm backward: returns `[dx (B*N), dw (N), db (N)]` packed in one vector.
+pub(crate) fn layer_norm_backward<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> Vec<T> {
+    let n = w.len();
+    let batch = x.len() / n;
+    let mut out = vec![T::default(); x.len() + 2 * n];
+    let (dx, _) = out.split_at_mut(x.len());
+    let threads = rayon::current_num_threads().max(1);
+    let per = batch.div_ceil(threads).max(1);
+    let partials: Vec<(Vec<f64>, Vec<f64>)> = dx
+        .par_chunks_mut(per * n)
+        .enumerate()
+        .map(|(chunk, dx)| {
+            let mut dw = vec![0f64; n];
+            let mut db = vec![0f64; n];
+            let mut xhat = vec![0f64; n];
+            for (s, dx) in dx.chunks_mut(n).enumerate() {
+                let row = (chunk * per + s) * n;
+                let (x, dy) = (&x[row..row + n], &dy[row..row + n]);
+                let (mean, rstd) = stats(x, eps);
+                let (mut sum_g, mut sum_gx) = (0f64, 0f64);
+                for i in 0..n {
+                    xhat[i] = (x[i].to_f64() - mean) * rstd;
+                    let d = dy[i].to_f64();
+                    let g = d * w[i].to_f64();
+                    sum_g += g;
+                    sum_gx += g * xhat[i];
+                    dw[i] += d * xhat[i];
+                    db[i] += d;
+                }
+                let (a, c) = (sum_g / n as f64, sum_gx / n as f64);
+                for i in 0..n {
+                    let g = dy[i].to_f64() * w[i].to_f64();
+                    dx[i] = T::from_f64(rstd * (g - a - xhat[i] * c));
+                }
+            }
+            (dw, db)
+        })
+        .collect();
+    let (_, params) = out.split_at_mut(x.len());
+    let (dw_out, db_out) = params.split_at_mut(n);
+    for (dw, db) in partials {
+        for i in 0..n {
+            dw_out[i] += T::from_f64(dw[i]);
+            db_out[i] += T::from_f64(db[i]);
+        }
+    }
+    out
+}
+
+/// Rows of at least this many elements per rayon task for element-wise kernels.
+const ELEMENTWISE_CHUNK: usize = 1 << 16;
+
+/// LeakyReLU forward.
+pub(crate) fn leaky_relu_forward<T: Real>(x: &[T], slope: f64) -> Vec<T> {
+    let mut y = vec![T::default(); x.len()];
+    y.par_chunks_mut(ELEMENTWISE_CHUNK)
+        .zip(x.par_chunks(ELEMENTWISE_CHUNK))
+        .for_each(|(y, x)| {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = if x > T::default() {
+                    x
+                } else {
+                    T::from_f64(slope * x.to_f64())
+                };
+            }
+        });
+    y
+}
+
+/// LeakyReLU backward: `dy` where `x > 0`, `slope * dy` elsewhere.
+pub(crate) fn leaky_relu_backward<T: Real>(x: &[T], dy: &[T], slope: f64) -> Vec<T> {
+    let mut dx = vec![T::default(); x.len()];
+    dx.par_chunks_mut(ELEMENTWISE_CHUNK)
+        .zip(
+            x.par_chunks(ELEMENTWISE_CHUNK)
+                .zip(dy.par_chunks(ELEMENTWISE_CHUNK)),
+        )
+        .for_each(|(dx, (x, dy))| {
+            for ((dx, &x), &d) in dx.iter_mut().zip(x).zip(dy) {
+                *dx = if x > T::default() {
+                    d
+                } else {
+                    T::from_f64(slope * d.to_f64())
+                };
+            }
+        });
+    dx
+}
+
+/// Geometry of a floor-mode max-pool with stride = kernel.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PoolGeom {
+    /// Batch * channels.
+    pub planes: usize,
+    pub h: usize,
+    pub w: usize,
+    pub k: usize,
+}
+
+impl PoolGeom {
+    /// Output height and width.
+    pub fn out(&self) -> (usize, usize) {
+        (self.h / self.k, self.w / self.k)
+    }
+
+    /// Flat index (within the plane) of the first maximum of window (i, j), row-major.
+    #[inline]
+    fn first_argmax<T: Real>(&self, plane: &[T], i: usize, j: usize) -> usize {
+        let mut best = (i * self.k) * self.w + j * self.k;
+        for p in 0..self.k {
+            for q in 0..self.k {
+                let idx = (i * self.k + p) * self.w + j * self.k + q;
+                // Strictly greater: ties keep the earlier element; NaN propagates like torch.
+                if plane[idx] > plane[best]
+                    || (plane[idx].to_f64().is_nan() && !plane[best].to_f64().is_nan())
+                {
+                    best = idx;
+                }
+            }
+        }
+        best
+    }
+}
+
+/// Max-pool forward: (planes, h, w) -> (planes, h/k, w/k).
+pub(crate) fn max_pool_forward<T: Real>(g: &PoolGeom, x: &[T]) -> Vec<T> {
+    let (ho, wo) = g.out();
+    let mut y = vec![T::default(); g.planes * ho * wo];
+    y.par_chunks_mut(ho * wo)
+        .zip(x.par_chunks(g.h * g.w))
+        .for_each(|(y, plane)| {
+            for i in 0..ho {
+                for j in 0..wo {
+                    y[i * wo + j] = plane[g.first_argmax(plane, i, j)];
+                }
+            }
+        });
+    y
+}
+
+/// Max-pool backward: each output gradient goes to the first maximum of its window.
+pub(crate) fn max_pool_backward<T: Real>(g: &PoolGeom, x: &[T], dy: &[T]) -> Vec<T> {
+    let (ho, wo) = g.out();
+    let mut dx = vec![T::default(); x.len()];
+    dx.par_chunks_mut(g.h * g.w)
+        .zip(x.par_chunks(g.h * g.w).zip(dy.par_chunks(ho * wo)))
+        .for_each(|(dx, (plane, dy))| {
+            for i in 0..ho {
+                for j in 0..wo {
+                    dx[g.first_argmax(plane, i, j)] += dy[i * wo + j];
+                }
+            }
+        });
+    dx
+}
