@@ -1,0 +1,64 @@
+use candle_core::{DType, Device, Shape, Tensor};
+use ddpm_schedule::{EpsModel, NoiseSource, Sampler, Schedule, StepInfo, sample};
+
+use crate::{Result, SampleError};
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    /// How many images.
+    pub n: usize,
+    /// (C, H, W) of one image.
+    pub image: [usize; 3],
+    /// The most images denoised at once (bounds memory for large `n`).
+    pub batch_size: usize,
+    /// The reverse process.
+    pub sampler: Sampler,
+}
+
+/// Generates `options.n` samples in batches; `x_init` (if given, shape (n, C, H, W)) replaces
+/// the drawn x_T. `on_step(batch_index, info)` sees every step of every batch.
+///
+/// All randomness comes from `noise`: x_T of every batch is drawn first, then the steps'
+/// noise, so a seed fixes the output.
+pub fn generate(
+    model: &impl EpsModel,
+    schedule: &Schedule,
+    options: &GenerateOptions,
+    x_init: Option<&Tensor>,
+    noise: &mut impl NoiseSource,
+    device: &Device,
+    mut on_step: impl FnMut(usize, StepInfo<'_>),
+) -> Result<Tensor> {
+    let [c, h, w] = options.image;
+    if options.n == 0 || options.batch_size == 0 {
+        return Err(SampleError::Invalid(
+            "the number of images and the batch size must be at least 1".into(),
+        ));
+    }
+    let full: Shape = (options.n, c, h, w).into();
+    let x_t = match x_init {
+        Some(x) if x.shape() != &full => {
+            return Err(SampleError::Invalid(format!(
+                "the initial noise has shape {:?}, expected {:?}",
+                x.dims(),
+                full.dims()
+            )));
+        }
+        Some(x) => x.to_dtype(DType::F32)?.to_device(device)?,
+        None => noise.randn(&full, device)?,
+    };
+    let mut outputs = Vec::new();
+    let mut start = 0;
+    while start < options.n {
+        let len = options.batch_size.min(options.n - start);
+        let batch = x_t.narrow(0, start, len)?;
+        let index = start / options.batch_size;
+        let x0 = sample(schedule, &options.sampler, model, batch, noise, |info| {
+            on_step(index, info)
+        })?;
+        outputs.push(x0);
+        start += len;
+    }
+    Ok(Tensor::cat(&outputs, 0)?)
+}
