@@ -80,7 +80,7 @@ pub fn to_u8(x: &Tensor) -> Result<Images> {
 /// tiles (the reference: 9 per row, no padding). `n` must be a multiple of `nrow`.
 pub fn grid(images: &Images, nrow: usize, padding: usize) -> Result<DynamicImage> {
     let [n, c, h, w] = images.dims;
-    if nrow == 0 || n == 0 || n % nrow != 0 {
+    if nrow == 0 || n == 0 || !n.is_multiple_of(nrow) {
         return Err(SampleError::Invalid(format!(
             "{n} images do not fill rows of {nrow}: choose n as a multiple of nrow"
         )));

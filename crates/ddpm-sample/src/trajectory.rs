@@ -27,7 +27,7 @@ impl Trajectory {
 
     /// Feeds one step of the chain (`done` steps of `total` done, at timestep `t`).
     pub fn observe(&mut self, done: usize, total: usize, t: usize, x: &Tensor) -> Result<()> {
-        if done % self.every == 0 || done == total {
+        if done.is_multiple_of(self.every) || done == total {
             let n = self.images.min(x.dim(0)?);
             self.snapshots.push((t, x.narrow(0, 0, n)?.copy()?));
         }
