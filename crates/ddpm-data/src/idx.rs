@@ -1,0 +1,175 @@
+//! The IDX format of MNIST: big-endian u32 magic (2051 images, 2049 labels), big-endian u32
+//! dimensions, then u8 data. Files may be raw or gzip-compressed (detected by content).
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::error::{DataError, Result, io_err};
+use crate::image_set::ImageSet;
+
+/// Magic number of an IDX file of u8 images (N x rows x cols).
+pub const IMAGES_MAGIC: u32 = 2051;
+/// Magic number of an IDX file of u8 labels (N).
+pub const LABELS_MAGIC: u32 = 2049;
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Reads an IDX images file (raw or .gz) into a 1-channel [`ImageSet`].
+pub fn read_idx_images(path: &Path) -> Result<ImageSet> {
+    parse_idx_images(&read_maybe_gz(path)?, path)
+}
+
+/// Reads an IDX labels file (raw or .gz).
+pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>> {
+    parse_idx_labels(&read_maybe_gz(path)?, path)
+}
+
+/// Reads a file, decompressing it when it starts with the gzip magic.
+fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    gunzip_if_needed(bytes, path)
+}
+
+/// Decompresses `bytes` when they are gzip data, else returns them unchanged.
+pub(crate) fn gunzip_if_needed(bytes: Vec<u8>, origin: &Path) -> Result<Vec<u8>> {
+    if !bytes.starts_with(&GZIP_MAGIC) {
+        return Ok(bytes);
+    }
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(&bytes[..])
+        .read_to_end(&mut out)
+        .map_err(|e| idx_err(origin, format!("corrupt gzip stream: {e}")))?;
+    Ok(out)
+}
+
+fn idx_err(path: &Path, problem: String) -> DataError {
+    DataError::Idx {
+        path: path.to_path_buf(),
+        problem,
+    }
+}
+
+/// Parses the header (magic + `ndims` dimensions) and checks that exactly the announced
+/// number of data bytes follows. Returns the dimensions and the data.
+fn parse_header<'a>(
+    bytes: &'a [u8],
+    origin: &Path,
+    magic: u32,
+    ndims: usize,
+) -> Result<(Vec<usize>, &'a [u8])> {
+    let header_len = 4 * (1 + ndims);
+    if bytes.len() < header_len {
+        return Err(idx_err(
+            origin,
+            format!(
+                "{} bytes is shorter than the {header_len}-byte header",
+                bytes.len()
+            ),
+        ));
+    }
+    let word = |i: usize| u32::from_be_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+    let found = word(0);
+    if found != magic {
+        return Err(idx_err(
+            origin,
+            format!("magic number is {found} (0x{found:08x}), expected {magic} (0x{magic:08x})"),
+        ));
+    }
+    let dims: Vec<usize> = (1..=ndims).map(|i| word(i) as usize).collect();
+    if dims.contains(&0) {
+        return Err(idx_err(origin, format!("zero dimension in {dims:?}")));
+    }
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| idx_err(origin, format!("dimensions {dims:?} overflow")))?;
+    let data = &bytes[header_len..];
+    if data.len() != expected {
+        return Err(idx_err(
+            origin,
+            format!(
+                "dimensions {dims:?} announce {expected} data bytes but {} follow the header",
+                data.len()
+            ),
+        ));
+    }
+    Ok((dims, data))
+}
+
+/// Parses IDX images from (uncompressed) bytes; `origin` names the source in errors.
+pub fn parse_idx_images(bytes: &[u8], origin: &Path) -> Result<ImageSet> {
+    let (dims, data) = parse_header(bytes, origin, IMAGES_MAGIC, 3)?;
+    ImageSet::new(data.to_vec(), 1, dims[1], dims[2])
+}
+
+/// Parses IDX labels from (uncompressed) bytes; `origin` names the source in errors.
+pub fn parse_idx_labels(bytes: &[u8], origin: &Path) -> Result<Vec<u8>> {
+    let (_, data) = parse_header(bytes, origin, LABELS_MAGIC, 1)?;
+    Ok(data.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn images_bytes(n: u32, h: u32, w: u32, data_len: usize) -> Vec<u8> {
+        let mut b = Vec::new();
+        for v in [IMAGES_MAGIC, n, h, w] {
+            b.extend_from_slice(&v.to_be_bytes());
+        }
+        b.extend((0..data_len).map(|i| i as u8));
+        b
+    }
+
+    #[test]
+    fn parses_big_endian_dimensions() {
+        let set = parse_idx_images(&images_bytes(2, 3, 4, 24), Path::new("x")).unwrap();
+        assert_eq!(
+            (set.len(), set.channels(), set.height(), set.width()),
+            (2, 1, 3, 4)
+        );
+        assert_eq!(set.image(1)[0], 12);
+    }
+
+    #[test]
+    fn rejects_bad_magic_short_data_and_trailing_bytes() {
+        let mut bad = images_bytes(2, 3, 4, 24);
+        bad[3] = 0x01; // 2049: a labels file
+        let e = parse_idx_images(&bad, Path::new("imgs.idx"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("imgs.idx") && e.contains("magic number is 2049"),
+            "{e}"
+        );
+        let e = parse_idx_images(&images_bytes(2, 3, 4, 23), Path::new("f")).unwrap_err();
+        assert!(
+            e.to_string().contains("announce 24 data bytes but 23"),
+            "{e}"
+        );
+        let e = parse_idx_images(&images_bytes(2, 3, 4, 25), Path::new("f")).unwrap_err();
+        assert!(e.to_string().contains("but 25"), "{e}");
+        let e = parse_idx_images(&images_bytes(0, 3, 4, 0), Path::new("f")).unwrap_err();
+        assert!(e.to_string().contains("zero dimension"), "{e}");
+        let e = parse_idx_labels(&[0, 0, 8], Path::new("l")).unwrap_err();
+        assert!(
+            e.to_string().contains("shorter than the 8-byte header"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn gzip_is_detected_by_content() {
+        use std::io::Write;
+        let raw = images_bytes(1, 2, 2, 4);
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&raw).unwrap();
+        let gz = enc.finish().unwrap();
+        assert_eq!(gunzip_if_needed(gz.clone(), Path::new("g")).unwrap(), raw);
+        let e = gunzip_if_needed(gz[..gz.len() / 2].to_vec(), Path::new("cut.gz")).unwrap_err();
+        assert!(
+            e.to_string().contains("cut.gz") && e.to_string().contains("corrupt gzip"),
+            "{e}"
+        );
+    }
+}
