@@ -151,15 +151,17 @@ impl Model {
         Ok(out)
     }
 
-    /// Every tensor under its PyTorch name: trainable variables, BatchNorm buffers
-    /// (`running_mean`, `running_var`, `num_batches_tracked`) and `pe.embedding.weight`.
+    /// A snapshot (copies, unaffected by later training) of every tensor under its PyTorch
+    /// name: trainable variables, BatchNorm buffers (`running_mean`, `running_var`,
+    /// `num_batches_tracked`) and `pe.embedding.weight`.
     pub fn state_dict(&self) -> Result<BTreeMap<String, Tensor>> {
-        let mut out: BTreeMap<String, Tensor> = self
-            .trainable()
-            .into_iter()
-            .map(|(n, v)| (n, v.as_detached_tensor()))
-            .collect();
-        out.extend(self.buffers()?);
+        let mut out = BTreeMap::new();
+        for (name, var) in self.trainable() {
+            out.insert(name, var.as_detached_tensor().copy()?);
+        }
+        for (name, tensor) in self.buffers()? {
+            out.insert(name, tensor.copy()?);
+        }
         Ok(out)
     }
 
