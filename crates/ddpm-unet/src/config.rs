@@ -341,7 +341,7 @@ impl ModernUNetConfig {
                 );
             };
             let c = widths[level];
-            if self.attn_heads == 0 || c % self.attn_heads != 0 {
+            if self.attn_heads == 0 || !c.is_multiple_of(self.attn_heads) {
                 return config_error(
                     M,
                     format!(
@@ -418,7 +418,7 @@ fn check_common(
     if n_steps == 0 {
         return config_error(model, "n_steps must be at least 1");
     }
-    if pe_dim == 0 || pe_dim % 2 != 0 {
+    if pe_dim == 0 || !pe_dim.is_multiple_of(2) {
         return config_error(
             model,
             format!("pe_dim must be even and positive, got {pe_dim}"),

@@ -131,7 +131,7 @@ fn up_conv(
     out_c: usize,
     target: usize,
 ) -> candle_core::Result<ConvTranspose2d> {
-    let pad = usize::from(target % 2 == 0);
+    let pad = usize::from(target.is_multiple_of(2));
     ConvTranspose2d::new(vb, in_c, out_c, 3, 2, pad, pad)
 }
 
