@@ -96,18 +96,30 @@ fn conv2d_impl(
             format!("spatial size + 2*padding >= kernel {k}"),
         ));
     }
-    let y = if fast {
-        x.contiguous()?.apply_op2(
-            &weight.contiguous()?,
-            ConvFwd {
-                stride,
-                pad: padding,
-            },
-        )?
+    if fast {
+        let bias = fused_bias("conv2d", bias, weight.dim(0)?, weight)?;
+        let op = ConvFwd {
+            stride,
+            pad: padding,
+        };
+        x.contiguous()?.apply_op3(&weight.contiguous()?, &bias, op)
     } else {
-        x.conv2d(weight, padding, stride, 1, 1)?
-    };
-    add_bias("conv2d", y, bias)
+        add_bias("conv2d", x.conv2d(weight, padding, stride, 1, 1)?, bias)
+    }
+}
+
+/// The bias input of the fused CPU ops: `bias` checked to be (`channels`), or zeros.
+fn fused_bias(
+    op: &'static str,
+    bias: Option<&Tensor>,
+    channels: usize,
+    like: &Tensor,
+) -> Result<Tensor> {
+    match bias {
+        Some(b) if b.dims() == [channels] => b.contiguous(),
+        Some(b) => Err(bad_shape(op, "bias", b.shape(), format!("({channels})"))),
+        None => Tensor::zeros(channels, like.dtype(), like.device()),
+    }
 }
 
 /// Places the H and W entries of `x` `stride` apart (zeros between), prepends `before` zeros
@@ -211,23 +223,24 @@ fn conv_transpose2d_impl(
         (Some(ho), Some(wo)) if ho > 0 && wo > 0 => (ho, wo),
         _ => return Err(bad_shape(op, "input", x.shape(), "a non-empty output")),
     };
-    let y = if fast {
+    if fast {
         // The input gradient of the convolution this one transposes.
+        let bias = fused_bias(op, bias, weight.dim(1)?, weight)?;
         let geometry = ConvBwdInput {
             stride,
             pad: padding,
             h: ho,
             w: wo,
         };
-        x.contiguous()?.apply_op2(&weight.contiguous()?, geometry)?
-    } else {
-        // Equivalent stride-1 convolution of the zero-dilated, padded input with the flipped,
-        // in/out-transposed kernel.
-        let xd = dilate_pad(x, stride, k - 1 - padding, ho + k - 1, wo + k - 1)?;
-        let wf = weight.flip(&[2, 3])?.transpose(0, 1)?.contiguous()?;
-        xd.conv2d(&wf, 0, 1, 1, 1)?
-    };
-    add_bias(op, y, bias)
+        return x
+            .contiguous()?
+            .apply_op3(&weight.contiguous()?, &bias, geometry);
+    }
+    // Equivalent stride-1 convolution of the zero-dilated, padded input with the flipped,
+    // in/out-transposed kernel.
+    let xd = dilate_pad(x, stride, k - 1 - padding, ho + k - 1, wo + k - 1)?;
+    let wf = weight.flip(&[2, 3])?.transpose(0, 1)?.contiguous()?;
+    add_bias(op, xd.conv2d(&wf, 0, 1, 1, 1)?, bias)
 }
 
 /// `torch.nn.Conv2d` with square kernel, bias, PyTorch parameter names (`weight`, `bias`) and

@@ -6,7 +6,7 @@
 //! kernels. Inputs must be contiguous (the callers make them so).
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 use crate::cpu_conv::{Geom, conv_backward_input, conv_backward_weight, conv_forward};
 
@@ -31,6 +31,30 @@ pub(crate) fn slice<'a, T: candle_core::WithDType>(
             "{op}: expects contiguous inputs, got strides {:?}",
             l.stride()
         ),
+    }
+}
+
+/// Runs `f32`/`f64` flavours of a kernel on three storages of the same dtype.
+fn dispatch3(
+    op: &'static str,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    (s3, l3): (&CpuStorage, &Layout),
+    f32_kernel: impl FnOnce(&[f32], &[f32], &[f32]) -> Vec<f32>,
+    f64_kernel: impl FnOnce(&[f64], &[f64], &[f64]) -> Vec<f64>,
+) -> Result<CpuStorage> {
+    match s1.dtype() {
+        DType::F32 => Ok(CpuStorage::F32(f32_kernel(
+            slice(op, s1, l1)?,
+            slice(op, s2, l2)?,
+            slice(op, s3, l3)?,
+        ))),
+        DType::F64 => Ok(CpuStorage::F64(f64_kernel(
+            slice(op, s1, l1)?,
+            slice(op, s2, l2)?,
+            slice(op, s3, l3)?,
+        ))),
+        other => candle_core::bail!("{op}: unsupported dtype {other:?} (f32 or f64 only)"),
     }
 }
 
@@ -60,14 +84,22 @@ fn out_size(n: usize, k: usize, stride: usize, pad: usize) -> usize {
     (n + 2 * pad - k) / stride + 1
 }
 
-/// Ordinary convolution (x, w) -> y with a backward built from the fast kernels.
+/// Splits the packed `[dw, db]` output of [`ConvBwdWeight`] into `dw` (shaped like `w`) and `db`.
+fn unpack_weight_grads(packed: &Tensor, w: &Tensor) -> Result<(Tensor, Tensor)> {
+    let n = w.elem_count();
+    let dw = packed.narrow(0, 0, n)?.reshape(w.shape())?;
+    let db = packed.narrow(0, n, packed.dim(0)? - n)?;
+    Ok((dw, db))
+}
+
+/// Ordinary convolution with bias, (x, w, b) -> y, with a backward built from the fast kernels.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConvFwd {
     pub stride: usize,
     pub pad: usize,
 }
 
-impl CustomOp2 for ConvFwd {
+impl CustomOp3 for ConvFwd {
     fn name(&self) -> &'static str {
         "ddpm-conv2d"
     }
@@ -78,6 +110,8 @@ impl CustomOp2 for ConvFwd {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (batch, c_in, h, w) = l1.shape().dims4()?;
         let (c_out, _, k, _) = l2.shape().dims4()?;
@@ -93,12 +127,13 @@ impl CustomOp2 for ConvFwd {
             ho: out_size(h, k, self.stride, self.pad),
             wo: out_size(w, k, self.stride, self.pad),
         };
-        let y = dispatch(
+        let y = dispatch3(
             self.name(),
             (s1, l1),
             (s2, l2),
-            |x, w| conv_forward(&g, x, w),
-            |x, w| conv_forward(&g, x, w),
+            (s3, l3),
+            |x, w, b| conv_forward(&g, x, w, b),
+            |x, w, b| conv_forward(&g, x, w, b),
         )?;
         Ok((y, Shape::from((batch, c_out, g.ho, g.wo))))
     }
@@ -107,35 +142,33 @@ impl CustomOp2 for ConvFwd {
         &self,
         x: &Tensor,
         w: &Tensor,
+        _b: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let (_, _, h, wd) = x.dims4()?;
+        let (_, c_in, h, wd) = x.dims4()?;
         let k = w.dim(2)?;
-        let dx = grad.apply_op2_no_bwd(
-            w,
-            &ConvBwdInput {
-                stride: self.stride,
-                pad: self.pad,
-                h,
-                w: wd,
-            },
-        )?;
-        let dw = x.apply_op2_no_bwd(
-            &grad,
-            &ConvBwdWeight {
-                stride: self.stride,
-                pad: self.pad,
-                k,
-            },
-        )?;
-        Ok((Some(dx), Some(dw)))
+        let no_bias = Tensor::zeros(c_in, x.dtype(), x.device())?;
+        let input_grad = ConvBwdInput {
+            stride: self.stride,
+            pad: self.pad,
+            h,
+            w: wd,
+        };
+        let dx = grad.apply_op3_no_bwd(w, &no_bias, &input_grad)?;
+        let weight_grad = ConvBwdWeight {
+            stride: self.stride,
+            pad: self.pad,
+            k,
+        };
+        let (dw, db) = unpack_weight_grads(&x.apply_op2_no_bwd(&grad, &weight_grad)?, w)?;
+        Ok((Some(dx), Some(dw), Some(db)))
     }
 }
 
-/// Input gradient of a convolution, (dy, w) -> dx of spatial size `h x w`; as a forward op it
-/// is the transposed convolution, with its own backward.
+/// Input gradient of a convolution plus a per-channel bias, (dy, w, b) -> dx of spatial size
+/// `h x w`; as a forward op it is the transposed convolution, with its own backward.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConvBwdInput {
     pub stride: usize,
@@ -144,7 +177,7 @@ pub(crate) struct ConvBwdInput {
     pub w: usize,
 }
 
-impl CustomOp2 for ConvBwdInput {
+impl CustomOp3 for ConvBwdInput {
     fn name(&self) -> &'static str {
         "ddpm-conv2d-bwd-input"
     }
@@ -155,6 +188,8 @@ impl CustomOp2 for ConvBwdInput {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (batch, c_out, ho, wo) = l1.shape().dims4()?;
         let (_, c_in, k, _) = l2.shape().dims4()?;
@@ -183,12 +218,13 @@ impl CustomOp2 for ConvBwdInput {
                 self.pad
             );
         }
-        let dx = dispatch(
+        let dx = dispatch3(
             self.name(),
             (s1, l1),
             (s2, l2),
-            |dy, w| conv_backward_input(&g, dy, w),
-            |dy, w| conv_backward_input(&g, dy, w),
+            (s3, l3),
+            |dy, w, b| conv_backward_input(&g, dy, w, b),
+            |dy, w, b| conv_backward_input(&g, dy, w, b),
         )?;
         Ok((dx, Shape::from((batch, c_in, self.h, self.w))))
     }
@@ -197,31 +233,31 @@ impl CustomOp2 for ConvBwdInput {
         &self,
         dy: &Tensor,
         w: &Tensor,
+        _b: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let k = w.dim(2)?;
-        let d_dy = grad.apply_op2_no_bwd(
-            w,
-            &ConvFwd {
-                stride: self.stride,
-                pad: self.pad,
-            },
-        )?;
-        let d_w = grad.apply_op2_no_bwd(
-            dy,
-            &ConvBwdWeight {
-                stride: self.stride,
-                pad: self.pad,
-                k,
-            },
-        )?;
-        Ok((Some(d_dy), Some(d_w)))
+        let (c_out, _, k, _) = w.dims4()?;
+        let no_bias = Tensor::zeros(c_out, dy.dtype(), dy.device())?;
+        let conv = ConvFwd {
+            stride: self.stride,
+            pad: self.pad,
+        };
+        let d_dy = grad.apply_op3_no_bwd(w, &no_bias, &conv)?;
+        let weight_grad = ConvBwdWeight {
+            stride: self.stride,
+            pad: self.pad,
+            k,
+        };
+        let (d_w, _) = unpack_weight_grads(&grad.apply_op2_no_bwd(dy, &weight_grad)?, w)?;
+        let d_b = grad.sum_keepdim(3)?.sum_keepdim(2)?.sum(0)?.flatten_all()?;
+        Ok((Some(d_dy), Some(d_w), Some(d_b)))
     }
 }
 
-/// Weight gradient of a convolution, (x, dy) -> dw (c_out, c_in, k, k). Not differentiable.
+/// Weight and bias gradients of a convolution, (x, dy) -> `[dw (c_out, c_in, k, k), db (c_out)]`
+/// flattened into one vector. Not differentiable.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConvBwdWeight {
     pub stride: usize,
@@ -255,13 +291,13 @@ impl CustomOp2 for ConvBwdWeight {
             ho,
             wo,
         };
-        let dw = dispatch(
+        let grads = dispatch(
             self.name(),
             (s1, l1),
             (s2, l2),
             |x, dy| conv_backward_weight(&g, x, dy),
             |x, dy| conv_backward_weight(&g, x, dy),
         )?;
-        Ok((dw, Shape::from((c_out, c_in, self.k, self.k))))
+        Ok((grads, Shape::from(c_out * c_in * self.k * self.k + c_out)))
     }
 }

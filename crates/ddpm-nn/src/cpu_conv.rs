@@ -63,6 +63,19 @@ impl Geom {
         self.k == 1 && self.stride == 1 && self.pad == 0
     }
 
+    /// The output columns `lo..hi` whose kernel tap `j` reads inside the input row.
+    #[inline]
+    fn valid_cols(&self, j: usize) -> (usize, usize) {
+        // ow*s + j - p >= 0  and  ow*s + j - p < w
+        let lo = self.pad.saturating_sub(j).div_ceil(self.stride);
+        let hi = if self.w + self.pad > j {
+            ((self.w + self.pad - j - 1) / self.stride + 1).min(self.wo)
+        } else {
+            0
+        };
+        (lo.min(hi), hi)
+    }
+
     /// Input index along one axis for output position `o` and kernel tap `t`, if inside.
     #[inline]
     fn src(&self, o: usize, t: usize, n: usize) -> Option<usize> {
@@ -86,8 +99,16 @@ fn im2col<T: Elem>(g: &Geom, x: &[T], cols: &mut [T]) {
                         None => dst.fill(T::default()),
                         Some(ih) => {
                             let src = &plane[ih * g.w..(ih + 1) * g.w];
-                            for (ow, d) in dst.iter_mut().enumerate() {
-                                *d = g.src(ow, j, g.w).map_or(T::default(), |iw| src[iw]);
+                            let (lo, hi) = g.valid_cols(j);
+                            dst[..lo].fill(T::default());
+                            dst[hi..].fill(T::default());
+                            if g.stride == 1 {
+                                let start = lo + j - g.pad;
+                                dst[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
+                            } else {
+                                for (ow, d) in dst.iter_mut().enumerate().take(hi).skip(lo) {
+                                    *d = src[ow * g.stride + j - g.pad];
+                                }
                             }
                         }
                     }
@@ -97,10 +118,10 @@ fn im2col<T: Elem>(g: &Geom, x: &[T], cols: &mut [T]) {
     }
 }
 
-/// Adds every column entry back to the input pixel it was read from (adjoint of [`im2col`]).
+/// Adds every column entry back to the input pixel it was read from (adjoint of [`im2col`]),
+/// on top of what `x` holds.
 fn col2im<T: Elem>(g: &Geom, cols: &[T], x: &mut [T]) {
     let px = g.out_px();
-    x.fill(T::default());
     for c in 0..g.c_in {
         let plane = &mut x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for i in 0..g.k {
@@ -171,8 +192,36 @@ fn gemm<T: Elem>(m: usize, n: usize, k: usize, dst: &mut [T], a: Mat<T>, b: Mat<
     }
 }
 
-/// Ordinary convolution: `x` (B, c_in, h, w), `w` (c_out, c_in, k, k) -> (B, c_out, ho, wo).
-pub(crate) fn conv_forward<T: Elem>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
+/// Fills each `plane`-sized channel of `out` with that channel's bias.
+fn fill_bias<T: Elem>(out: &mut [T], bias: &[T], plane: usize) {
+    for (dst, &b) in out.chunks_mut(plane).zip(bias) {
+        dst.fill(b);
+    }
+}
+
+/// A per-task column buffer (empty for pointwise convolutions, which need none).
+fn col_buffer<T: Elem>(g: &Geom) -> Vec<T> {
+    let len = if g.is_pointwise() {
+        0
+    } else {
+        g.col_rows() * g.out_px()
+    };
+    vec![T::default(); len]
+}
+
+/// The column matrix of sample `x_n`: the sample itself when pointwise, else `im2col` into `buf`.
+fn columns<'a, T: Elem>(g: &Geom, x_n: &'a [T], buf: &'a mut [T]) -> &'a [T] {
+    if g.is_pointwise() {
+        x_n
+    } else {
+        im2col(g, x_n, buf);
+        buf
+    }
+}
+
+/// Ordinary convolution: `x` (B, c_in, h, w), `w` (c_out, c_in, k, k), `bias` (c_out)
+/// -> (B, c_out, ho, wo).
+pub(crate) fn conv_forward<T: Elem>(g: &Geom, x: &[T], w: &[T], bias: &[T]) -> Vec<T> {
     let mut y = vec![T::default(); g.batch * g.out_len()];
     let wm = Mat {
         data: w,
@@ -180,37 +229,24 @@ pub(crate) fn conv_forward<T: Elem>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
         trans: false,
     };
     y.par_chunks_mut(g.out_len()).enumerate().for_each_init(
-        || {
-            vec![
-                T::default();
-                if g.is_pointwise() {
-                    0
-                } else {
-                    g.col_rows() * g.out_px()
-                }
-            ]
-        },
-        |cols, (n, y_n)| {
-            let x_n = &x[n * g.in_len()..(n + 1) * g.in_len()];
-            let cols: &[T] = if g.is_pointwise() {
-                x_n
-            } else {
-                im2col(g, x_n, cols);
-                cols
-            };
+        || col_buffer(g),
+        |buf, (n, y_n)| {
+            let cols = columns(g, &x[n * g.in_len()..(n + 1) * g.in_len()], buf);
             let cm = Mat {
                 data: cols,
                 stored_cols: g.out_px(),
                 trans: false,
             };
-            gemm(g.c_out, g.out_px(), g.col_rows(), y_n, wm, cm, false);
+            fill_bias(y_n, bias, g.out_px());
+            gemm(g.c_out, g.out_px(), g.col_rows(), y_n, wm, cm, true);
         },
     );
     y
 }
 
-/// Input gradient: `dy` (B, c_out, ho, wo), `w` (c_out, c_in, k, k) -> (B, c_in, h, w).
-pub(crate) fn conv_backward_input<T: Elem>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
+/// Input gradient: `dy` (B, c_out, ho, wo), `w` (c_out, c_in, k, k) -> (B, c_in, h, w), plus
+/// `bias` (c_in) per channel (the transposed convolution's bias; zeros for a gradient).
+pub(crate) fn conv_backward_input<T: Elem>(g: &Geom, dy: &[T], w: &[T], bias: &[T]) -> Vec<T> {
     let mut dx = vec![T::default(); g.batch * g.in_len()];
     let wt = Mat {
         data: w,
@@ -218,16 +254,7 @@ pub(crate) fn conv_backward_input<T: Elem>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T
         trans: true,
     };
     dx.par_chunks_mut(g.in_len()).enumerate().for_each_init(
-        || {
-            vec![
-                T::default();
-                if g.is_pointwise() {
-                    0
-                } else {
-                    g.col_rows() * g.out_px()
-                }
-            ]
-        },
+        || col_buffer(g),
         |cols, (n, dx_n)| {
             let dy_n = &dy[n * g.out_len()..(n + 1) * g.out_len()];
             let dm = Mat {
@@ -235,8 +262,9 @@ pub(crate) fn conv_backward_input<T: Elem>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T
                 stored_cols: g.out_px(),
                 trans: false,
             };
+            fill_bias(dx_n, bias, g.h * g.w);
             if g.is_pointwise() {
-                gemm(g.c_in, g.out_px(), g.c_out, dx_n, wt, dm, false);
+                gemm(g.c_in, g.out_px(), g.c_out, dx_n, wt, dm, true);
             } else {
                 gemm(g.col_rows(), g.out_px(), g.c_out, cols, wt, dm, false);
                 col2im(g, cols, dx_n);
@@ -246,55 +274,50 @@ pub(crate) fn conv_backward_input<T: Elem>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T
     dx
 }
 
-/// Weight gradient: `x` (B, c_in, h, w), `dy` (B, c_out, ho, wo) -> (c_out, c_in, k, k).
+/// Weight and bias gradients: `x` (B, c_in, h, w), `dy` (B, c_out, ho, wo) ->
+/// `[dw (c_out, c_in, k, k), db (c_out)]` packed in one vector.
 pub(crate) fn conv_backward_weight<T: Elem>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
-    let len = g.c_out * g.col_rows();
+    let wlen = g.c_out * g.col_rows();
     let threads = rayon::current_num_threads().max(1);
     let per = g.batch.div_ceil(threads).max(1);
     let partials: Vec<Vec<T>> = (0..g.batch.div_ceil(per))
         .into_par_iter()
         .map(|chunk| {
-            let mut dw = vec![T::default(); len];
-            let mut cols = vec![
-                T::default();
-                if g.is_pointwise() {
-                    0
-                } else {
-                    g.col_rows() * g.out_px()
-                }
-            ];
+            let mut grads = vec![T::default(); wlen + g.c_out];
+            let mut buf = col_buffer(g);
             for n in chunk * per..((chunk + 1) * per).min(g.batch) {
-                let x_n = &x[n * g.in_len()..(n + 1) * g.in_len()];
-                let c: &[T] = if g.is_pointwise() {
-                    x_n
-                } else {
-                    im2col(g, x_n, &mut cols);
-                    &cols
-                };
+                let cols = columns(g, &x[n * g.in_len()..(n + 1) * g.in_len()], &mut buf);
+                let dy_n = &dy[n * g.out_len()..(n + 1) * g.out_len()];
                 let dm = Mat {
-                    data: &dy[n * g.out_len()..(n + 1) * g.out_len()],
+                    data: dy_n,
                     stored_cols: g.out_px(),
                     trans: false,
                 };
                 let ct = Mat {
-                    data: c,
+                    data: cols,
                     stored_cols: g.out_px(),
                     trans: true,
                 };
+                let (dw, db) = grads.split_at_mut(wlen);
                 gemm(
                     g.c_out,
                     g.col_rows(),
                     g.out_px(),
-                    &mut dw,
+                    dw,
                     dm,
                     ct,
                     n > chunk * per,
                 );
+                for (db, row) in db.iter_mut().zip(dy_n.chunks(g.out_px())) {
+                    for &v in row {
+                        *db += v;
+                    }
+                }
             }
-            dw
+            grads
         })
         .collect();
-    let mut total = vec![T::default(); len];
+    let mut total = vec![T::default(); wlen + g.c_out];
     for p in partials {
         for (t, v) in total.iter_mut().zip(p) {
             *t += v;

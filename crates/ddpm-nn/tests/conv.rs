@@ -37,6 +37,11 @@ fn conv2d_forward_matches_loops() {
             let bias = rand_tensor(&[co], 200 + i as u64);
             let y = conv2d(&x, &w, Some(&bias), st, p).unwrap();
             let r = conv2d_ref(&x, &w, Some(&bias), st, p);
+            let unbiased = conv2d(&x, &w, None, st, p).unwrap();
+            assert!(
+                max_diff(&unbiased, &conv2d_ref(&x, &w, None, st, p)) < 1e-12,
+                "{name} case {i} without bias"
+            );
             assert!(max_diff(&y, &r) < 1e-12, "case {i}: {}", max_diff(&y, &r));
             let y32 = conv2d(
                 &x.to_dtype(candle_core::DType::F32).unwrap(),
