@@ -203,6 +203,32 @@ fn decode_all<'a>(
     Ok((ImageSet::new(pixels, opts.channels, s, s)?, corrupt))
 }
 
+/// The outcome of [`check_image_folder`].
+#[derive(Debug, Clone, Default)]
+pub struct FolderCheck {
+    /// Image files that decode.
+    pub images: usize,
+    /// Files skipped because their extension is not an image's.
+    pub non_images: Vec<PathBuf>,
+    /// Image files that fail to decode, with the decoder's message.
+    pub corrupt: Vec<(PathBuf, String)>,
+}
+
+/// Decodes every image under `dir` (in parallel, keeping nothing) to check a download.
+pub fn check_image_folder(dir: &Path) -> Result<FolderCheck> {
+    let listing = list_folder(dir)?;
+    let corrupt: Vec<(PathBuf, String)> = listing
+        .images
+        .par_iter()
+        .filter_map(|f| decode_one(&f.path).err().map(|e| (f.path.clone(), e)))
+        .collect();
+    Ok(FolderCheck {
+        images: listing.images.len() - corrupt.len(),
+        non_images: listing.non_images,
+        corrupt,
+    })
+}
+
 /// Opens and decodes one image, guessing the format from its content.
 fn decode_one(path: &Path) -> std::result::Result<image::DynamicImage, String> {
     image::ImageReader::open(path)

@@ -23,7 +23,8 @@ mod transform;
 pub use batch::{Batches, EpochPlan, batch_tensor};
 pub use error::{DataError, Result};
 pub use folder::{
-    CacheUse, FolderOptions, FolderReport, OnCorrupt, load_image_folder, load_image_folder_report,
+    CacheUse, FolderCheck, FolderOptions, FolderReport, OnCorrupt, check_image_folder,
+    load_image_folder, load_image_folder_report,
 };
 pub use idx::{
     IMAGES_MAGIC, LABELS_MAGIC, parse_idx_images, parse_idx_labels, read_idx_images,

@@ -151,6 +151,16 @@ fn cache_is_reused_then_rebuilt_when_the_source_changes() {
 }
 
 #[test]
+fn folder_check_counts_and_names_corrupt_files() {
+    let check = ddpm_data::check_image_folder(&images_dir()).unwrap();
+    assert_eq!(
+        (check.images, check.non_images.len(), check.corrupt.len()),
+        (5, 2, 1)
+    );
+    assert!(check.corrupt[0].0.ends_with("corrupt.png"));
+}
+
+#[test]
 fn empty_and_bad_options_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
