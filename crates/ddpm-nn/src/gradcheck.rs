@@ -159,7 +159,7 @@ impl GradCheck {
                     report.analytic = av;
                     report.numeric = nv;
                 }
-                if !(excess <= 0.0) {
+                if excess.is_nan() || excess > 0.0 {
                     report.passed = false;
                 }
             }

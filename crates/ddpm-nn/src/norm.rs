@@ -77,7 +77,7 @@ pub fn group_norm(
     let (b, c, h, w) = x
         .dims4()
         .map_err(|_| bad_shape(op, "input", x.shape(), "(B, C, H, W)"))?;
-    if groups == 0 || c % groups != 0 {
+    if groups == 0 || !c.is_multiple_of(groups) {
         return Err(bad_config(
             op,
             format!("{groups} groups do not divide {c} channels"),
@@ -132,7 +132,7 @@ pub struct GroupNorm {
 impl GroupNorm {
     /// Requests `weight` and `bias` (channels) from `vb`; `groups` must divide `channels`.
     pub fn new(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<Self> {
-        if groups == 0 || channels % groups != 0 {
+        if groups == 0 || !channels.is_multiple_of(groups) {
             return Err(bad_config(
                 "GroupNorm",
                 format!("{groups} groups do not divide {channels} channels"),

@@ -84,7 +84,10 @@ fn conv2d_gradients_match_finite_differences_and_candle() {
 }
 
 /// (c_in, c_out, size, k, stride, padding, output_padding, expected output size)
-const TRANSPOSE_CASES: [(usize, usize, usize, usize, usize, usize, usize, usize); 5] = [
+/// One transposed-convolution case (see [`TRANSPOSE_CASES`]).
+type TransposeCase = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+const TRANSPOSE_CASES: [TransposeCase; 5] = [
     (3, 2, 7, 3, 2, 1, 1, 14),
     (2, 3, 14, 3, 2, 1, 1, 28),
     (3, 2, 1, 3, 2, 0, 0, 3),

@@ -99,7 +99,7 @@ fn activations_values_and_gradients() {
         for (a, b) in vals(&x).iter().zip(&y) {
             assert_eq!(*b, if *a > 0.0 { *a } else { 0.01 * a });
         }
-        GradCheck::default().assert(|v| leaky(&v[0], 0.01), &[x.clone()]);
+        GradCheck::default().assert(|v| leaky(&v[0], 0.01), std::slice::from_ref(&x));
     }
     GradCheck::default().assert(|v| silu(&v[0]), &[x]);
 }
