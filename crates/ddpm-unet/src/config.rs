@@ -231,7 +231,7 @@ pub struct ModernUNetConfig {
 }
 
 impl Default for ModernUNetConfig {
-    /// The recommended network for 64x64 RGB anime faces: 64·[1,2,2,4], attention at 16x16.
+    /// The recommended network for 64x64 RGB anime faces: 64·`[1, 2, 2, 4]`, attention at 16x16.
     fn default() -> Self {
         ModernUNetConfig {
             image: ImageShape::RGB64,
@@ -247,7 +247,7 @@ impl Default for ModernUNetConfig {
 }
 
 impl ModernUNetConfig {
-    /// A small configuration for MNIST (1x28x28): 32·[1,2,2] (28 → 14 → 7), attention at 7x7.
+    /// A small configuration for MNIST (1x28x28): 32·`[1, 2, 2]` (28 → 14 → 7), attention at 7x7.
     pub fn mnist() -> Self {
         ModernUNetConfig {
             image: ImageShape::MNIST,
