@@ -139,6 +139,9 @@ pub fn sample(
                 )?
             }
         };
+        // Cut the autograd history: the network's weights are trainable variables, so without
+        // this every step would keep all activations of every earlier step alive.
+        x = x.detach();
         on_step(StepInfo {
             done: i + 1,
             total,

@@ -1,1 +1,28 @@
-//! TODO
+//! Training a DDPM: from a [`TrainConfig`] (a named preset plus explicit overrides) to a run
+//! directory with checkpoints, metrics, a loss curve and sample grids.
+//!
+//! Data flow of one step ([`run::train`]): the dataset's next batch (shuffled per epoch from
+//! the seed) → t ~ U[0, T) and ε ~ N(0, I) from the run's [`ddpm_schedule::NoiseRng`] → x_t by
+//! forward noising → ε̂ = UNet(x_t, t) → MSE(ε̂, ε) → backward → optional gradient clipping →
+//! [`Adam`] (PyTorch semantics) at the scheduled learning rate → [`Ema`] of the weights.
+//! [`checkpoint`] writes everything a bit-exact resume needs, atomically.
+
+pub mod checkpoint;
+mod config;
+mod data;
+mod ema;
+mod error;
+mod metrics;
+mod optim;
+mod run;
+
+pub use config::{
+    DatasetSpec, Every, LrSchedule, ModelKind, Overrides, PRESETS, Recipe, SampleSettings,
+    TrainConfig,
+};
+pub use data::load_dataset;
+pub use ema::Ema;
+pub use error::{Result, TrainError};
+pub use metrics::{MetricsLine, plot_loss};
+pub use optim::{Adam, AdamState, clip_grad_norm, learning_rate};
+pub use run::{RunOptions, RunSummary, train};

@@ -1,1 +1,248 @@
-fn main() {}
+//! `trainer`: train a DDPM. A thin command line over `ddpm_train`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+use candle_core::Device;
+use clap::Parser;
+use ddpm_schedule::BetaKind;
+use ddpm_train::{DatasetSpec, Every, LrSchedule, ModelKind, Overrides, RunOptions, TrainConfig};
+
+/// Train a DDPM (Ho et al. 2020) on MNIST, anime faces or any image folder.
+///
+/// Presets: quick (default: a small modern UNet on the embedded MNIST digits, minutes on a
+/// laptop CPU), ref-mnist, ref-mnist-res, ref-anime, ref-anime-small (the reference blog's
+/// runs, faithful: no EMA, no LR schedule, no clipping), anime (our recommended recipe).
+/// Explicit options override the preset. Networks: see docs/networks.md.
+#[derive(Debug, Parser)]
+#[command(name = "trainer", version)]
+struct Args {
+    /// mnist | anime | embedded | folder:PATH [default: mnist if data/mnist holds it, else
+    /// embedded; anime for the anime presets]
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Folder of the dataset (default data/mnist or data/anime-faces).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Side of the square images (anime and folder datasets).
+    #[arg(long, default_value_t = 64)]
+    image_size: usize,
+    /// Channels of folder datasets: 1 (gray) or 3 (RGB).
+    #[arg(long, default_value_t = 3)]
+    image_channels: usize,
+    /// Where decoded image folders are cached.
+    #[arg(long, default_value = "data/.cache")]
+    cache_dir: PathBuf,
+    /// quick | ref-mnist | ref-mnist-res | ref-anime | ref-anime-small | anime
+    #[arg(long, default_value = "quick")]
+    preset: String,
+    /// ref | ref-bn | res | modern
+    #[arg(long)]
+    model: Option<ModelKind>,
+    /// Channel widths per level, e.g. 32,64,128,256.
+    #[arg(long, value_delimiter = ',')]
+    channels: Option<Vec<usize>>,
+    /// Width of the sinusoidal time encoding (ref, res).
+    #[arg(long)]
+    pe_dim: Option<usize>,
+    /// Diffusion steps T.
+    #[arg(long)]
+    n_steps: Option<usize>,
+    /// linear (the reference's, unscaled) | linear-scaled | cosine
+    #[arg(long, value_parser = parse_schedule)]
+    schedule: Option<BetaKind>,
+    /// Images per optimizer step.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Peak learning rate (Adam).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// L2 weight decay added to the gradient (0 = plain Adam, the reference).
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Passes over the data.
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Stop once the run has made N optimizer steps in total (counted across --resume).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// Log (metrics.jsonl, loss.png, progress) every N steps.
+    #[arg(long)]
+    log_every: Option<u64>,
+    /// EMA decay of the weights (0 = off).
+    #[arg(long)]
+    ema: Option<f64>,
+    /// Linear LR warmup steps.
+    #[arg(long)]
+    warmup_steps: Option<u64>,
+    /// constant | cosine (decay to 0 at the last step)
+    #[arg(long)]
+    lr_schedule: Option<LrSchedule>,
+    /// Clip the global gradient norm (0 = off).
+    #[arg(long)]
+    grad_clip: Option<f64>,
+    /// Random horizontal flips (true/false).
+    #[arg(long)]
+    hflip: Option<bool>,
+    /// Seed of initialisation, data order and noise [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// cpu | cuda | cuda:N [default: CUDA when built with it and a GPU is present]
+    #[arg(long)]
+    device: Option<String>,
+    /// Run directory [default: runs/<dataset>-<preset>-<timestamp>]
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Checkpoint period: N or Ne = every N epochs, Ns = every N steps.
+    #[arg(long)]
+    save_every: Option<Every>,
+    /// Sample-grid period (samples/step_<N>.png): N or Ne = epochs, Ns = steps.
+    #[arg(long)]
+    sample_every: Option<Every>,
+    /// Keep only the newest K checkpoints.
+    #[arg(long)]
+    keep_last: Option<usize>,
+    /// Continue the run in DIR from its latest checkpoint (only run-control options such as
+    /// --epochs, --max-steps, --log-every, --save-every may be given with it).
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
+}
+
+fn parse_schedule(s: &str) -> Result<BetaKind, String> {
+    match s {
+        "linear" => Ok(BetaKind::Linear),
+        "linear-scaled" => Ok(BetaKind::LinearScaled),
+        "cosine" => Ok(BetaKind::Cosine),
+        _ => Err(format!(
+            "unknown schedule `{s}`: use linear, linear-scaled or cosine"
+        )),
+    }
+}
+
+impl Args {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            model: self.model,
+            channels: self.channels.clone(),
+            pe_dim: self.pe_dim,
+            n_steps: self.n_steps,
+            schedule: self.schedule,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            epochs: self.epochs,
+            max_steps: self.max_steps,
+            ema: self.ema,
+            warmup_steps: self.warmup_steps,
+            lr_schedule: self.lr_schedule,
+            grad_clip: self.grad_clip,
+            hflip: self.hflip,
+            save_every: self.save_every,
+            sample_every: self.sample_every,
+            log_every: self.log_every,
+            seed: self.seed,
+            keep_last: self.keep_last,
+        }
+    }
+
+    fn dataset(&self) -> Result<DatasetSpec> {
+        let anime = ddpm_train::Recipe::preset(&self.preset)?.anime;
+        let data_dir = self.data_dir.as_deref();
+        Ok(match (&self.dataset, anime) {
+            (Some(name), _) => {
+                DatasetSpec::parse(name, data_dir, self.image_size, self.image_channels)?
+            }
+            (None, true) => DatasetSpec::parse("anime", data_dir, self.image_size, 3)?,
+            (None, false) => DatasetSpec::default_mnist(data_dir),
+        })
+    }
+}
+
+fn device(choice: Option<&str>) -> Result<Device> {
+    Ok(match choice {
+        None => Device::cuda_if_available(0)?,
+        Some("cpu") => Device::Cpu,
+        Some("cuda") => Device::new_cuda(0).context("--device cuda")?,
+        Some(other) => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => Device::new_cuda(n).with_context(|| format!("--device {other}"))?,
+            None => bail!("unknown device `{other}`: use cpu, cuda or cuda:N"),
+        },
+    })
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let overrides = args.overrides();
+    let (config, out_dir) = match &args.resume {
+        Some(dir) => {
+            let changes = overrides.training_changes();
+            if !changes.is_empty() || args.dataset.is_some() || args.out.is_some() {
+                bail!(
+                    "--resume continues the saved run as configured; remove {}",
+                    [changes.join(", ").as_str(), "--dataset/--out"]
+                        .join(" ")
+                        .trim()
+                );
+            }
+            let mut config = TrainConfig::load(&dir.join("config.json"))
+                .with_context(|| format!("cannot resume {}", dir.display()))?;
+            overrides.apply_run_control(&mut config);
+            (config, dir.clone())
+        }
+        None => {
+            let config = TrainConfig::resolve(&args.preset, args.dataset()?, &overrides)?;
+            let out = args.out.clone().unwrap_or_else(|| {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                PathBuf::from("runs").join(format!(
+                    "{}-{}-{stamp}",
+                    config.dataset.short_name(),
+                    config.preset
+                ))
+            });
+            (config, out)
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        eprintln!(
+            "\nstopping after this step: saving a checkpoint and the final grid (Ctrl-C again to abort)"
+        );
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    })?;
+    let device = device(args.device.as_deref())?;
+    eprintln!(
+        "training on {} ({} images) with the {} preset on {} into {}",
+        config.dataset.short_name(),
+        config.model.image(),
+        config.preset,
+        if device.is_cuda() { "CUDA" } else { "CPU" },
+        out_dir.display()
+    );
+    let options = RunOptions {
+        out_dir,
+        resume: args.resume.is_some(),
+        device,
+        cache_dir: args.cache_dir.clone(),
+        stop,
+    };
+    let summary = ddpm_train::train(&config, &options)?;
+    eprintln!(
+        "{} after {} steps; checkpoint {}; samples {}",
+        if summary.interrupted {
+            "stopped"
+        } else {
+            "done"
+        },
+        summary.steps,
+        summary.checkpoint.display(),
+        summary.final_grid.display()
+    );
+    Ok(())
+}

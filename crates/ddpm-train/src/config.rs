@@ -1,0 +1,711 @@
+//! Run configuration: named presets ([`Recipe`]), explicit overrides and the resolved
+//! [`TrainConfig`] saved as `config.json` in every run directory.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use ddpm_schedule::{BetaKind, Sampler, Variance};
+use ddpm_unet::{
+    ImageShape, ModelConfig, ModernUNetConfig, RefNorm, RefUNetConfig, ResUNetConfig, ResidualFrom,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, TrainError};
+
+/// Where the training images come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum DatasetSpec {
+    /// MNIST IDX files (raw or .gz) in `dir` (the training split), 1x28x28.
+    Mnist {
+        /// Folder holding the four IDX files.
+        dir: PathBuf,
+    },
+    /// The anime-faces folder (any image folder, RGB), resized and centre-cropped.
+    Anime {
+        /// Folder searched recursively for images.
+        dir: PathBuf,
+        /// Side of the square images.
+        size: usize,
+    },
+    /// Any image folder, searched recursively.
+    Folder {
+        /// Folder searched recursively for images.
+        dir: PathBuf,
+        /// Side of the square images.
+        size: usize,
+        /// 1 (gray) or 3 (RGB).
+        channels: usize,
+    },
+    /// The 2,000 real MNIST digits compiled into the program.
+    Embedded,
+}
+
+impl DatasetSpec {
+    /// The shape of one image of this dataset.
+    pub fn image(&self) -> ImageShape {
+        match self {
+            DatasetSpec::Mnist { .. } | DatasetSpec::Embedded => ImageShape::MNIST,
+            DatasetSpec::Anime { size, .. } => ImageShape::new(3, *size, *size),
+            DatasetSpec::Folder { size, channels, .. } => ImageShape::new(*channels, *size, *size),
+        }
+    }
+
+    /// A short name for run directories.
+    pub fn short_name(&self) -> &'static str {
+        match self {
+            DatasetSpec::Mnist { .. } => "mnist",
+            DatasetSpec::Anime { .. } => "anime",
+            DatasetSpec::Folder { .. } => "folder",
+            DatasetSpec::Embedded => "embedded",
+        }
+    }
+
+    /// Parses `mnist`, `anime`, `embedded` or `folder:PATH`; `data_dir` overrides the
+    /// default folder (`data/mnist`, `data/anime-faces`).
+    pub fn parse(s: &str, data_dir: Option<&Path>, size: usize, channels: usize) -> Result<Self> {
+        let dir =
+            |default: &str| data_dir.map_or_else(|| PathBuf::from(default), Path::to_path_buf);
+        Ok(match s {
+            "mnist" => DatasetSpec::Mnist {
+                dir: dir("data/mnist"),
+            },
+            "anime" => DatasetSpec::Anime {
+                dir: dir("data/anime-faces"),
+                size,
+            },
+            "embedded" => DatasetSpec::Embedded,
+            _ => match s.strip_prefix("folder:") {
+                Some(path) if !path.is_empty() => DatasetSpec::Folder {
+                    dir: PathBuf::from(path),
+                    size,
+                    channels,
+                },
+                _ => {
+                    return Err(TrainError::Config(format!(
+                        "unknown dataset `{s}`: use mnist, anime, embedded or folder:PATH"
+                    )));
+                }
+            },
+        })
+    }
+
+    /// The default for MNIST-shaped presets: `data/mnist` when it holds MNIST, else the
+    /// embedded subset.
+    pub fn default_mnist(data_dir: Option<&Path>) -> Self {
+        let dir = data_dir.map_or_else(|| PathBuf::from("data/mnist"), Path::to_path_buf);
+        if crate::data::mnist_present(&dir) {
+            DatasetSpec::Mnist { dir }
+        } else {
+            DatasetSpec::Embedded
+        }
+    }
+}
+
+/// A period measured in epochs or in optimizer steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Every {
+    /// Every N epochs.
+    Epochs(u64),
+    /// Every N optimizer steps.
+    Steps(u64),
+}
+
+impl FromStr for Every {
+    type Err = TrainError;
+
+    /// `50` or `50e` = every 50 epochs; `500s` = every 500 steps.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            TrainError::Config(format!(
+                "`{s}` is not a period: write N or Ne (epochs) or Ns (steps), N >= 1"
+            ))
+        };
+        let (digits, steps) = match s.strip_suffix('s') {
+            Some(d) => (d, true),
+            None => (s.strip_suffix('e').unwrap_or(s), false),
+        };
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        if n == 0 {
+            return Err(bad());
+        }
+        Ok(if steps {
+            Every::Steps(n)
+        } else {
+            Every::Epochs(n)
+        })
+    }
+}
+
+impl fmt::Display for Every {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Every::Epochs(n) => write!(f, "{n} epochs"),
+            Every::Steps(n) => write!(f, "{n} steps"),
+        }
+    }
+}
+
+impl Every {
+    /// True when a step that ends at (`step`, epoch boundary `epoch_end`) is on the period.
+    pub fn due(&self, step: u64, epoch_end: Option<u64>) -> bool {
+        match *self {
+            Every::Steps(n) => step.is_multiple_of(n),
+            Every::Epochs(n) => epoch_end.is_some_and(|e| e.is_multiple_of(n)),
+        }
+    }
+}
+
+/// The learning-rate curve after warmup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    /// Constant learning rate.
+    Constant,
+    /// Cosine decay to zero at the last step.
+    Cosine,
+}
+
+impl FromStr for LrSchedule {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "constant" => Ok(LrSchedule::Constant),
+            "cosine" => Ok(LrSchedule::Cosine),
+            _ => Err(TrainError::Config(format!(
+                "unknown LR schedule `{s}`: use constant or cosine"
+            ))),
+        }
+    }
+}
+
+/// The network families the trainer can build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// The reference UNet (LayerNorm over (C,H,W)).
+    Ref,
+    /// The reference UNet with BatchNorm blocks.
+    RefBn,
+    /// The DL-Demos residual UNet.
+    Res,
+    /// The modern GroupNorm/attention UNet.
+    Modern,
+}
+
+impl FromStr for ModelKind {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "ref" => Ok(ModelKind::Ref),
+            "ref-bn" => Ok(ModelKind::RefBn),
+            "res" => Ok(ModelKind::Res),
+            "modern" => Ok(ModelKind::Modern),
+            _ => Err(TrainError::Config(format!(
+                "unknown model `{s}`: use ref, ref-bn, res or modern"
+            ))),
+        }
+    }
+}
+
+/// How preview and final grids are sampled.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SampleSettings {
+    /// Images per grid.
+    pub n: usize,
+    /// Images per grid row.
+    pub nrow: usize,
+    /// The reverse process.
+    pub sampler: Sampler,
+}
+
+/// The user-facing knobs of a run, as a preset sets them (before the dataset fixes the image
+/// shape and the network's configuration is assembled).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recipe {
+    /// Network family.
+    pub model: ModelKind,
+    /// Channel widths per level (for `modern`: level widths, multiples of the first).
+    pub channels: Vec<usize>,
+    /// Time-encoding width (reference and residual UNets).
+    pub pe_dim: usize,
+    /// Diffusion steps T.
+    pub n_steps: usize,
+    /// β schedule.
+    pub schedule: BetaKind,
+    /// Images per optimizer step (per process).
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Adam's L2 weight decay (0 = plain Adam).
+    pub weight_decay: f64,
+    /// Passes over the data.
+    pub epochs: u64,
+    /// Stop after this many optimizer steps in total.
+    pub max_steps: Option<u64>,
+    /// EMA decay (0 = off).
+    pub ema: f64,
+    /// Linear warmup steps.
+    pub warmup_steps: u64,
+    /// LR curve after warmup.
+    pub lr_schedule: LrSchedule,
+    /// Clip the global gradient norm to this value.
+    pub grad_clip: Option<f64>,
+    /// Random horizontal flips.
+    pub hflip: bool,
+    /// Checkpoint period.
+    pub save_every: Option<Every>,
+    /// Preview-grid period.
+    pub sample_every: Option<Every>,
+    /// Log period in steps.
+    pub log_every: u64,
+    /// Preview/final grid sampling.
+    pub sample: SampleSettings,
+    /// True for presets that train on RGB faces by default.
+    pub anime: bool,
+}
+
+/// The names of the presets, in the order `--help` lists them.
+pub const PRESETS: [&str; 6] = [
+    "quick",
+    "ref-mnist",
+    "ref-mnist-res",
+    "ref-anime",
+    "ref-anime-small",
+    "anime",
+];
+
+const REFERENCE_GRID: SampleSettings = SampleSettings {
+    n: 81,
+    nrow: 9,
+    sampler: Sampler::Ddpm {
+        variance: Variance::Beta,
+        clip_x0: false,
+    },
+};
+
+impl Recipe {
+    /// The recipe of a named preset.
+    pub fn preset(name: &str) -> Result<Self> {
+        let faithful = Recipe {
+            model: ModelKind::Ref,
+            channels: vec![32, 64, 128, 256],
+            pe_dim: 20,
+            n_steps: 1000,
+            schedule: BetaKind::Linear,
+            batch_size: 1024,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            epochs: 1000,
+            max_steps: None,
+            ema: 0.0,
+            warmup_steps: 0,
+            lr_schedule: LrSchedule::Constant,
+            grad_clip: None,
+            hflip: false,
+            save_every: Some(Every::Epochs(50)),
+            sample_every: Some(Every::Epochs(50)),
+            log_every: 50,
+            sample: REFERENCE_GRID,
+            anime: false,
+        };
+        Ok(match name {
+            "quick" => Recipe {
+                model: ModelKind::Res,
+                channels: vec![10, 20, 40, 80],
+                pe_dim: 128,
+                batch_size: 128,
+                lr: 1e-3,
+                max_steps: Some(800),
+                ema: 0.995,
+                warmup_steps: 100,
+                lr_schedule: LrSchedule::Cosine,
+                grad_clip: Some(1.0),
+                save_every: Some(Every::Steps(200)),
+                sample_every: None,
+                log_every: 25,
+                sample: SampleSettings {
+                    sampler: Sampler::Ddim {
+                        steps: 100,
+                        eta: 0.0,
+                        clip_x0: true,
+                    },
+                    ..REFERENCE_GRID
+                },
+                ..faithful
+            },
+            "ref-mnist" => faithful,
+            "ref-mnist-res" => Recipe {
+                model: ModelKind::Res,
+                channels: vec![10, 20, 40, 80],
+                pe_dim: 128,
+                batch_size: 512,
+                epochs: 100,
+                save_every: Some(Every::Epochs(10)),
+                sample_every: Some(Every::Epochs(10)),
+                ..faithful
+            },
+            "ref-anime" => Recipe {
+                batch_size: 512,
+                lr: 3e-4,
+                epochs: 3000,
+                save_every: Some(Every::Epochs(100)),
+                sample_every: Some(Every::Epochs(100)),
+                anime: true,
+                ..faithful
+            },
+            "ref-anime-small" => Recipe {
+                model: ModelKind::RefBn,
+                channels: vec![16, 32, 64, 128],
+                pe_dim: 32,
+                n_steps: 800,
+                batch_size: 512,
+                lr: 2e-3,
+                epochs: 1500,
+                save_every: Some(Every::Epochs(100)),
+                sample_every: Some(Every::Epochs(100)),
+                anime: true,
+                ..faithful
+            },
+            "anime" => Recipe {
+                model: ModelKind::Modern,
+                channels: vec![64, 128, 128, 256],
+                batch_size: 128,
+                lr: 2e-4,
+                epochs: 500,
+                ema: 0.9999,
+                warmup_steps: 1000,
+                lr_schedule: LrSchedule::Cosine,
+                grad_clip: Some(1.0),
+                hflip: true,
+                save_every: Some(Every::Epochs(10)),
+                sample_every: Some(Every::Epochs(10)),
+                sample: SampleSettings {
+                    sampler: Sampler::Ddim {
+                        steps: 100,
+                        eta: 0.0,
+                        clip_x0: true,
+                    },
+                    ..REFERENCE_GRID
+                },
+                anime: true,
+                ..faithful
+            },
+            _ => {
+                return Err(TrainError::Config(format!(
+                    "unknown preset `{name}`: choose one of {}",
+                    PRESETS.join(", ")
+                )));
+            }
+        })
+    }
+
+    /// Assembles the network configuration for images of `image` shape.
+    pub fn model_config(&self, image: ImageShape) -> Result<ModelConfig> {
+        let config = match self.model {
+            ModelKind::Ref | ModelKind::RefBn => ModelConfig::Reference(RefUNetConfig {
+                image,
+                n_steps: self.n_steps,
+                channels: self.channels.clone(),
+                pe_dim: self.pe_dim,
+                norm: if self.model == ModelKind::RefBn {
+                    RefNorm::BatchNorm
+                } else {
+                    RefNorm::LayerNorm
+                },
+                residual_from: ResidualFrom::Normalized,
+            }),
+            ModelKind::Res => ModelConfig::Residual(ResUNetConfig {
+                image,
+                n_steps: self.n_steps,
+                channels: self.channels.clone(),
+                pe_dim: self.pe_dim,
+            }),
+            ModelKind::Modern => {
+                let base = self.channels.first().copied().unwrap_or(0);
+                if base == 0 || self.channels.iter().any(|c| c % base != 0) {
+                    return Err(TrainError::Config(format!(
+                        "modern UNet widths {:?} must be multiples of the first",
+                        self.channels
+                    )));
+                }
+                let groups = [32usize, 16, 8, 4, 2, 1]
+                    .into_iter()
+                    .find(|g| base % g == 0)
+                    .unwrap_or(1);
+                let last_height = image.height >> (self.channels.len() - 1);
+                ModelConfig::Modern(ModernUNetConfig {
+                    image,
+                    base_channels: base,
+                    channel_mult: self.channels.iter().map(|c| c / base).collect(),
+                    num_res_blocks: 2,
+                    attn_resolutions: vec![last_height.max(image.height / 4)],
+                    norm_groups: groups,
+                    ..ModernUNetConfig::default()
+                })
+            }
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Explicit command-line choices; `None` keeps the preset's value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// `--model`.
+    pub model: Option<ModelKind>,
+    /// `--channels`.
+    pub channels: Option<Vec<usize>>,
+    /// `--pe-dim`.
+    pub pe_dim: Option<usize>,
+    /// `--n-steps`.
+    pub n_steps: Option<usize>,
+    /// `--schedule`.
+    pub schedule: Option<BetaKind>,
+    /// `--batch-size`.
+    pub batch_size: Option<usize>,
+    /// `--lr`.
+    pub lr: Option<f64>,
+    /// `--weight-decay`.
+    pub weight_decay: Option<f64>,
+    /// `--epochs`.
+    pub epochs: Option<u64>,
+    /// `--max-steps`.
+    pub max_steps: Option<u64>,
+    /// `--ema`.
+    pub ema: Option<f64>,
+    /// `--warmup-steps`.
+    pub warmup_steps: Option<u64>,
+    /// `--lr-schedule`.
+    pub lr_schedule: Option<LrSchedule>,
+    /// `--grad-clip` (0 = off).
+    pub grad_clip: Option<f64>,
+    /// `--hflip`.
+    pub hflip: Option<bool>,
+    /// `--save-every`.
+    pub save_every: Option<Every>,
+    /// `--sample-every`.
+    pub sample_every: Option<Every>,
+    /// `--log-every`.
+    pub log_every: Option<u64>,
+    /// `--seed`.
+    pub seed: Option<u64>,
+    /// `--keep-last`.
+    pub keep_last: Option<usize>,
+}
+
+impl Overrides {
+    /// Names of the options that are set and would change what is trained (not allowed with
+    /// `--resume`, which continues the saved run).
+    pub fn training_changes(&self) -> Vec<&'static str> {
+        let set = [
+            ("--model", self.model.is_some()),
+            ("--channels", self.channels.is_some()),
+            ("--pe-dim", self.pe_dim.is_some()),
+            ("--n-steps", self.n_steps.is_some()),
+            ("--schedule", self.schedule.is_some()),
+            ("--batch-size", self.batch_size.is_some()),
+            ("--lr", self.lr.is_some()),
+            ("--weight-decay", self.weight_decay.is_some()),
+            ("--ema", self.ema.is_some()),
+            ("--warmup-steps", self.warmup_steps.is_some()),
+            ("--lr-schedule", self.lr_schedule.is_some()),
+            ("--grad-clip", self.grad_clip.is_some()),
+            ("--hflip", self.hflip.is_some()),
+            ("--seed", self.seed.is_some()),
+        ];
+        set.into_iter()
+            .filter(|(_, s)| *s)
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    fn apply(&self, r: &mut Recipe) {
+        macro_rules! take {
+            ($($field:ident),*) => { $( if let Some(v) = &self.$field { r.$field = v.clone(); } )* };
+        }
+        take!(
+            model,
+            channels,
+            pe_dim,
+            n_steps,
+            schedule,
+            batch_size,
+            lr,
+            weight_decay,
+            epochs
+        );
+        take!(ema, warmup_steps, lr_schedule, hflip, log_every);
+        if self.max_steps.is_some() {
+            r.max_steps = self.max_steps;
+        }
+        if let Some(clip) = self.grad_clip {
+            r.grad_clip = (clip > 0.0).then_some(clip);
+        }
+        if self.save_every.is_some() {
+            r.save_every = self.save_every;
+        }
+        if self.sample_every.is_some() {
+            r.sample_every = self.sample_every;
+        }
+    }
+
+    /// Applies the run-control options that `--resume` accepts to a saved configuration.
+    pub fn apply_run_control(&self, config: &mut TrainConfig) {
+        if let Some(e) = self.epochs {
+            config.epochs = e;
+        }
+        if self.max_steps.is_some() {
+            config.max_steps = self.max_steps;
+        }
+        if let Some(l) = self.log_every {
+            config.log_every = l;
+        }
+        if self.save_every.is_some() {
+            config.save_every = self.save_every;
+        }
+        if self.sample_every.is_some() {
+            config.sample_every = self.sample_every;
+        }
+        if self.keep_last.is_some() {
+            config.keep_last = self.keep_last;
+        }
+    }
+}
+
+/// Everything that defines a run, saved as `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The preset the run started from.
+    pub preset: String,
+    /// The training images.
+    pub dataset: DatasetSpec,
+    /// The network.
+    pub model: ModelConfig,
+    /// β schedule.
+    pub schedule: BetaKind,
+    /// Diffusion steps T.
+    pub n_steps: usize,
+    /// Images per optimizer step per process.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Adam's L2 weight decay.
+    pub weight_decay: f64,
+    /// Passes over the data.
+    pub epochs: u64,
+    /// Stop after this many optimizer steps in total (across resumes).
+    pub max_steps: Option<u64>,
+    /// EMA decay (0 = off).
+    pub ema: f64,
+    /// Linear warmup steps.
+    pub warmup_steps: u64,
+    /// LR curve after warmup.
+    pub lr_schedule: LrSchedule,
+    /// Global gradient-norm clip.
+    pub grad_clip: Option<f64>,
+    /// Random horizontal flips.
+    pub hflip: bool,
+    /// Seed of initialisation, data order and noise.
+    pub seed: u64,
+    /// Checkpoint period.
+    pub save_every: Option<Every>,
+    /// Preview-grid period.
+    pub sample_every: Option<Every>,
+    /// Log period in steps.
+    pub log_every: u64,
+    /// Keep only the newest K checkpoints.
+    pub keep_last: Option<usize>,
+    /// Preview and final grid sampling.
+    pub sample: SampleSettings,
+}
+
+impl TrainConfig {
+    /// Resolves a preset, a dataset and explicit overrides into a full configuration.
+    pub fn resolve(preset: &str, dataset: DatasetSpec, overrides: &Overrides) -> Result<Self> {
+        let mut recipe = Recipe::preset(preset)?;
+        overrides.apply(&mut recipe);
+        if recipe.batch_size == 0 || recipe.log_every == 0 {
+            return Err(TrainError::Config(
+                "--batch-size and --log-every must be at least 1".into(),
+            ));
+        }
+        if !(recipe.lr > 0.0 && recipe.lr.is_finite()) {
+            return Err(TrainError::Config(format!(
+                "--lr must be positive, got {}",
+                recipe.lr
+            )));
+        }
+        if !(0.0..1.0).contains(&recipe.ema) {
+            return Err(TrainError::Config(format!(
+                "--ema must be in [0, 1), got {}",
+                recipe.ema
+            )));
+        }
+        let model = recipe.model_config(dataset.image())?;
+        Ok(TrainConfig {
+            preset: preset.to_string(),
+            dataset,
+            model,
+            schedule: recipe.schedule,
+            n_steps: recipe.n_steps,
+            batch_size: recipe.batch_size,
+            lr: recipe.lr,
+            weight_decay: recipe.weight_decay,
+            epochs: recipe.epochs,
+            max_steps: recipe.max_steps,
+            ema: recipe.ema,
+            warmup_steps: recipe.warmup_steps,
+            lr_schedule: recipe.lr_schedule,
+            grad_clip: recipe.grad_clip,
+            hflip: recipe.hflip,
+            seed: overrides.seed.unwrap_or(0),
+            save_every: recipe.save_every,
+            sample_every: recipe.sample_every,
+            log_every: recipe.log_every,
+            keep_last: overrides.keep_last,
+            sample: recipe.sample,
+        })
+    }
+
+    /// A digest of what determines the trained weights (model, schedule, optimisation, data,
+    /// seed): a checkpoint only resumes a run whose digest matches.
+    pub fn training_digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let key = serde_json::json!({
+            "dataset": self.dataset, "model": self.model, "schedule": self.schedule,
+            "n_steps": self.n_steps, "batch_size": self.batch_size, "lr": self.lr,
+            "weight_decay": self.weight_decay, "ema": self.ema, "warmup": self.warmup_steps,
+            "lr_schedule": self.lr_schedule, "grad_clip": self.grad_clip, "hflip": self.hflip,
+            "seed": self.seed,
+        });
+        let digest = Sha256::digest(key.to_string().as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Reads `config.json`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(crate::error::io_err(path))?;
+        serde_json::from_str(&text).map_err(|source| TrainError::Json {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_parse_with_units() {
+        assert_eq!("50".parse::<Every>().unwrap(), Every::Epochs(50));
+        assert_eq!("5e".parse::<Every>().unwrap(), Every::Epochs(5));
+        assert_eq!("500s".parse::<Every>().unwrap(), Every::Steps(500));
+        assert!("0".parse::<Every>().is_err());
+        assert!("x".parse::<Every>().is_err());
+    }
+}

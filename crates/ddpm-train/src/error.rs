@@ -1,0 +1,74 @@
+use std::path::PathBuf;
+
+/// Errors of the training library.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// The network could not be built or loaded (boxed: it is large).
+    #[error(transparent)]
+    Unet(Box<ddpm_unet::UnetError>),
+    /// The dataset could not be read.
+    #[error(transparent)]
+    Data(#[from] ddpm_data::DataError),
+    /// The schedule or sampler rejected its input.
+    #[error(transparent)]
+    Schedule(#[from] ddpm_schedule::ScheduleError),
+    /// Writing a sample grid failed.
+    #[error(transparent)]
+    Sample(#[from] ddpm_sample::SampleError),
+    /// Options that do not fit together.
+    #[error("{0}")]
+    Config(String),
+    /// A file-system operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A JSON file could not be read or written.
+    #[error("{path}: {source}")]
+    Json {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: serde_json::Error,
+    },
+    /// A checkpoint is missing, incomplete or does not fit the run.
+    #[error("checkpoint {path}: {why}")]
+    Checkpoint {
+        /// The checkpoint directory.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// The loss stopped being a finite number.
+    #[error(
+        "the loss became {loss} at step {step}: training stopped; the last good checkpoint \
+         (if any) is untouched. Try a lower --lr or --grad-clip"
+    )]
+    NonFiniteLoss {
+        /// The optimizer step at which it happened (1-based).
+        step: u64,
+        /// The value.
+        loss: f32,
+    },
+}
+
+impl From<ddpm_unet::UnetError> for TrainError {
+    fn from(e: ddpm_unet::UnetError) -> Self {
+        TrainError::Unet(Box::new(e))
+    }
+}
+
+/// Result alias of the training library.
+pub type Result<T> = std::result::Result<T, TrainError>;
+
+/// Maps an I/O error to [`TrainError::Io`] for `path`.
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TrainError {
+    let path = path.into();
+    move |source| TrainError::Io { path, source }
+}
