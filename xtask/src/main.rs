@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod eval;
 mod fetch;
 mod forward;
 
@@ -25,6 +26,10 @@ enum Command {
     Forward(forward::Args),
     /// Benchmarks: training step and sampling forward of the reference UNets, data loading.
     Bench(bench::Args),
+    /// Measure the quality of MNIST samples (classifier features) or colour statistics.
+    Eval(eval::EvalArgs),
+    /// Train the MNIST classifier that `eval` uses and save it under assets/.
+    TrainClassifier(eval::TrainClassifierArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +38,7 @@ fn main() -> anyhow::Result<()> {
         Command::FetchAnime(args) => fetch::anime(args),
         Command::Forward(args) => forward::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::TrainClassifier(args) => eval::train_classifier(args),
     }
 }
