@@ -1,0 +1,1 @@
+//! Sample-quality evaluation for the DDPM toolkit (work in progress).
