@@ -4,40 +4,15 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use candle_core::{Device, Tensor};
-use ddpm_unet::{
-    ImageShape, Model, ModelConfig, ModernUNetConfig, RefNorm, RefUNetConfig, ResUNetConfig,
-    ResidualFrom,
-};
-
-/// Which network `forward` runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ModelKind {
-    /// The reference UNet (`MyUNet_w_pe`), LayerNorm blocks.
-    Ref,
-    /// The reference UNet with BatchNorm2d blocks (the reference's final version).
-    RefBn,
-    /// The DL-Demos residual UNet.
-    Res,
-    /// The modern GroupNorm/attention UNet.
-    Modern,
-}
-
-/// Where the reference blocks take their residual from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ResidualArg {
-    /// The normalised block input (default).
-    Normalized,
-    /// The raw block input.
-    Input,
-}
+use ddpm_unet::{Model, ModelConfig, ModelKind, ModelSpec, ResidualFrom};
 
 /// Options of `forward`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Network to run.
-    #[arg(long, value_enum, default_value = "ref")]
+    #[arg(long, default_value = "ref")]
     pub model: ModelKind,
     /// Channel list (`ref`/`res`: per level; `modern`: level widths, multiples of the first).
     #[arg(long, value_delimiter = ',', default_value = "10,20,40,80")]
@@ -51,9 +26,9 @@ pub struct Args {
     /// Image shape CxHxW.
     #[arg(long, default_value = "1x28x28")]
     pub image: String,
-    /// Residual source of the reference blocks.
-    #[arg(long, value_enum, default_value = "normalized")]
-    pub residual_from: ResidualArg,
+    /// Residual source of the reference blocks: normalized (default) or input.
+    #[arg(long, default_value = "normalized", value_parser = parse_residual)]
+    pub residual_from: ResidualFrom,
     /// Attention resolutions of the modern UNet.
     #[arg(long, value_delimiter = ',', default_value = "7")]
     pub attn_resolutions: Vec<usize>,
@@ -80,44 +55,24 @@ impl Args {
             return serde_json::from_str(&text)
                 .with_context(|| format!("{} is not a ModelConfig", path.display()));
         }
-        let image: ImageShape = self.image.parse()?;
-        let channels = self.channels.clone();
-        Ok(match self.model {
-            ModelKind::Ref | ModelKind::RefBn => ModelConfig::Reference(RefUNetConfig {
-                image,
-                n_steps: self.n_steps,
-                channels,
-                pe_dim: self.pe_dim,
-                norm: if self.model == ModelKind::RefBn {
-                    RefNorm::BatchNorm
-                } else {
-                    RefNorm::LayerNorm
-                },
-                residual_from: match self.residual_from {
-                    ResidualArg::Normalized => ResidualFrom::Normalized,
-                    ResidualArg::Input => ResidualFrom::Input,
-                },
-            }),
-            ModelKind::Res => ModelConfig::Residual(ResUNetConfig {
-                image,
-                n_steps: self.n_steps,
-                channels,
-                pe_dim: self.pe_dim,
-            }),
-            ModelKind::Modern => {
-                let base = channels[0];
-                if let Some(c) = channels.iter().find(|&&c| c % base != 0) {
-                    bail!("modern UNet widths must be multiples of the first ({base}), got {c}");
-                }
-                ModelConfig::Modern(ModernUNetConfig {
-                    image,
-                    base_channels: base,
-                    channel_mult: channels.iter().map(|c| c / base).collect(),
-                    attn_resolutions: self.attn_resolutions.clone(),
-                    ..ModernUNetConfig::default()
-                })
-            }
-        })
+        let spec = ModelSpec {
+            kind: self.model,
+            image: self.image.parse()?,
+            channels: self.channels.clone(),
+            pe_dim: self.pe_dim,
+            n_steps: self.n_steps,
+            residual_from: self.residual_from,
+            attn_resolutions: Some(self.attn_resolutions.clone()),
+        };
+        Ok(spec.to_config()?)
+    }
+}
+
+fn parse_residual(s: &str) -> Result<ResidualFrom, String> {
+    match s {
+        "normalized" => Ok(ResidualFrom::Normalized),
+        "input" => Ok(ResidualFrom::Input),
+        _ => Err(format!("`{s}`: use normalized or input")),
     }
 }
 

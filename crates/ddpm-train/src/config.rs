@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use ddpm_schedule::{BetaKind, Sampler, Variance};
-use ddpm_unet::{
-    ImageShape, ModelConfig, ModernUNetConfig, RefNorm, RefUNetConfig, ResUNetConfig, ResidualFrom,
-};
+use ddpm_unet::{ImageShape, ModelConfig, ModelKind, ModelSpec, ResidualFrom};
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, TrainError};
@@ -176,35 +174,6 @@ impl FromStr for LrSchedule {
             "cosine" => Ok(LrSchedule::Cosine),
             _ => Err(TrainError::Config(format!(
                 "unknown LR schedule `{s}`: use constant or cosine"
-            ))),
-        }
-    }
-}
-
-/// The network families the trainer can build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ModelKind {
-    /// The reference UNet (LayerNorm over (C,H,W)).
-    Ref,
-    /// The reference UNet with BatchNorm blocks.
-    RefBn,
-    /// The DL-Demos residual UNet.
-    Res,
-    /// The modern GroupNorm/attention UNet.
-    Modern,
-}
-
-impl FromStr for ModelKind {
-    type Err = TrainError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "ref" => Ok(ModelKind::Ref),
-            "ref-bn" => Ok(ModelKind::RefBn),
-            "res" => Ok(ModelKind::Res),
-            "modern" => Ok(ModelKind::Modern),
-            _ => Err(TrainError::Config(format!(
-                "unknown model `{s}`: use ref, ref-bn, res or modern"
             ))),
         }
     }
@@ -404,51 +373,16 @@ impl Recipe {
 
     /// Assembles the network configuration for images of `image` shape.
     pub fn model_config(&self, image: ImageShape) -> Result<ModelConfig> {
-        let config = match self.model {
-            ModelKind::Ref | ModelKind::RefBn => ModelConfig::Reference(RefUNetConfig {
-                image,
-                n_steps: self.n_steps,
-                channels: self.channels.clone(),
-                pe_dim: self.pe_dim,
-                norm: if self.model == ModelKind::RefBn {
-                    RefNorm::BatchNorm
-                } else {
-                    RefNorm::LayerNorm
-                },
-                residual_from: ResidualFrom::Normalized,
-            }),
-            ModelKind::Res => ModelConfig::Residual(ResUNetConfig {
-                image,
-                n_steps: self.n_steps,
-                channels: self.channels.clone(),
-                pe_dim: self.pe_dim,
-            }),
-            ModelKind::Modern => {
-                let base = self.channels.first().copied().unwrap_or(0);
-                if base == 0 || self.channels.iter().any(|c| c % base != 0) {
-                    return Err(TrainError::Config(format!(
-                        "modern UNet widths {:?} must be multiples of the first",
-                        self.channels
-                    )));
-                }
-                let groups = [32usize, 16, 8, 4, 2, 1]
-                    .into_iter()
-                    .find(|g| base % g == 0)
-                    .unwrap_or(1);
-                let last_height = image.height >> (self.channels.len() - 1);
-                ModelConfig::Modern(ModernUNetConfig {
-                    image,
-                    base_channels: base,
-                    channel_mult: self.channels.iter().map(|c| c / base).collect(),
-                    num_res_blocks: 2,
-                    attn_resolutions: vec![last_height.max(image.height / 4)],
-                    norm_groups: groups,
-                    ..ModernUNetConfig::default()
-                })
-            }
+        let spec = ModelSpec {
+            kind: self.model,
+            image,
+            channels: self.channels.clone(),
+            pe_dim: self.pe_dim,
+            n_steps: self.n_steps,
+            residual_from: ResidualFrom::Normalized,
+            attn_resolutions: None,
         };
-        config.validate()?;
-        Ok(config)
+        Ok(spec.to_config()?)
     }
 }
 

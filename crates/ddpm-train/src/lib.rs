@@ -17,10 +17,11 @@ mod optim;
 mod run;
 
 pub use config::{
-    DatasetSpec, Every, LrSchedule, ModelKind, Overrides, PRESETS, Recipe, SampleSettings,
-    TrainConfig,
+    DatasetSpec, Every, LrSchedule, Overrides, PRESETS, Recipe, SampleSettings, TrainConfig,
 };
 pub use data::load_dataset;
+/// The network families (re-exported for command lines).
+pub use ddpm_unet::ModelKind;
 pub use ema::Ema;
 pub use error::{Result, TrainError};
 pub use metrics::{MetricsLine, plot_loss};

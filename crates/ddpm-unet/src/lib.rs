@@ -16,6 +16,7 @@ mod model;
 mod modern;
 mod reference;
 mod residual;
+mod spec;
 mod time;
 
 pub use config::{
@@ -25,4 +26,5 @@ pub use ddpm_schedule::EpsModel;
 pub use error::{Result, UnetError};
 pub use layers::Tracer;
 pub use model::Model;
+pub use spec::{ModelKind, ModelSpec};
 pub use time::{PE_TABLE_NAME, sinusoidal_table};
