@@ -1,0 +1,1 @@
+//! Data-parallel plumbing for DDPM training: collectives, world info and a launcher.
