@@ -212,13 +212,14 @@ pub struct Recipe {
     pub weight_decay: f64,
     /// Passes over the data.
     pub epochs: u64,
-    /// Stop after this many optimizer steps in total.
+    /// Stop after this many optimizer steps in total (a stopping point only: the LR
+    /// schedule always spans `epochs`).
     pub max_steps: Option<u64>,
     /// EMA decay (0 = off).
     pub ema: f64,
     /// Linear warmup steps.
     pub warmup_steps: u64,
-    /// LR curve after warmup.
+    /// LR curve after warmup (cosine spans all `epochs`).
     pub lr_schedule: LrSchedule,
     /// Clip the global gradient norm to this value.
     pub grad_clip: Option<f64>,
@@ -287,7 +288,8 @@ impl Recipe {
                 pe_dim: 128,
                 batch_size: 128,
                 lr: 1e-3,
-                max_steps: Some(800),
+                // 16 batches per epoch of the 2,000 embedded digits: 800 steps.
+                epochs: 50,
                 ema: 0.995,
                 warmup_steps: 100,
                 lr_schedule: LrSchedule::Cosine,

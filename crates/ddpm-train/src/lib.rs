@@ -10,8 +10,10 @@
 pub mod checkpoint;
 mod config;
 mod data;
+mod device;
 mod ema;
 mod error;
+mod loss;
 mod metrics;
 mod optim;
 mod run;
@@ -22,8 +24,10 @@ pub use config::{
 pub use data::load_dataset;
 /// The network families (re-exported for command lines).
 pub use ddpm_unet::ModelKind;
+pub use device::{configure_cpu_threads, select_device};
 pub use ema::Ema;
 pub use error::{Result, TrainError};
+pub use loss::diffusion_loss;
 pub use metrics::{MetricsLine, plot_loss};
 pub use optim::{Adam, AdamState, clip_grad_norm, learning_rate};
 pub use run::{RunOptions, RunSummary, train};

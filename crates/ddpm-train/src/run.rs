@@ -9,7 +9,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use ddpm_data::{Batches, batch_tensor};
 use ddpm_sample::{GenerateOptions, generate, grid, save_image, to_u8};
-use ddpm_schedule::{NoiseRng, NoiseSource, Schedule};
+use ddpm_schedule::{NoiseRng, Schedule};
 use ddpm_unet::Model;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -17,7 +17,8 @@ use crate::checkpoint::{self, CheckpointState, Snapshot};
 use crate::error::io_err;
 use crate::metrics::{self, MetricsLine};
 use crate::{
-    Adam, Ema, Result, TrainConfig, TrainError, clip_grad_norm, learning_rate, load_dataset,
+    Adam, Ema, Result, TrainConfig, TrainError, clip_grad_norm, diffusion_loss, learning_rate,
+    load_dataset,
 };
 
 /// How and where to run (what is not part of the run's configuration).
@@ -67,18 +68,7 @@ struct Trainer<'a> {
 
 impl Trainer<'_> {
     fn step(&mut self, x0: &Tensor, lr: f64) -> Result<f32> {
-        let batch = x0.dim(0)?;
-        let device = x0.device();
-        let t = Tensor::from_vec(
-            self.noise
-                .uniform_indices(batch, self.config.n_steps as u32),
-            batch,
-            device,
-        )?;
-        let eps = self.noise.randn(x0.shape(), device)?;
-        let x_t = self.schedule.add_noise(x0, &t, &eps)?;
-        let eps_hat = self.model.forward(&x_t, &t, true)?;
-        let loss = (eps_hat - &eps)?.sqr()?.mean_all()?;
+        let loss = diffusion_loss(&self.model, &self.schedule, x0, &mut self.noise)?;
         let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         if !value.is_finite() {
             return Ok(value);
@@ -263,11 +253,13 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary> {
             }
             let (indices, flips) = plan.batch(state.batch_in_epoch);
             let x0 = batch_tensor(&images, indices, flips, device)?;
+            // The LR curve spans the planned epochs, not --max-steps, so that stopping early
+            // and resuming follows exactly the curve of an uninterrupted run.
             let lr = learning_rate(
                 config.lr,
                 state.step,
                 config.warmup_steps,
-                total,
+                planned,
                 config.lr_schedule,
             );
             let loss = trainer.step(&x0, lr)?;

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
-use candle_core::Device;
 use clap::Parser;
 use ddpm_schedule::BetaKind;
 use ddpm_train::{DatasetSpec, Every, LrSchedule, ModelKind, Overrides, RunOptions, TrainConfig};
@@ -160,19 +159,8 @@ impl Args {
     }
 }
 
-fn device(choice: Option<&str>) -> Result<Device> {
-    Ok(match choice {
-        None => Device::cuda_if_available(0)?,
-        Some("cpu") => Device::Cpu,
-        Some("cuda") => Device::new_cuda(0).context("--device cuda")?,
-        Some(other) => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-            Some(n) => Device::new_cuda(n).with_context(|| format!("--device {other}"))?,
-            None => bail!("unknown device `{other}`: use cpu, cuda or cuda:N"),
-        },
-    })
-}
-
 fn main() -> Result<()> {
+    ddpm_train::configure_cpu_threads();
     let args = Args::parse();
     let overrides = args.overrides();
     let (config, out_dir) = match &args.resume {
@@ -216,7 +204,7 @@ fn main() -> Result<()> {
             std::process::exit(130);
         }
     })?;
-    let device = device(args.device.as_deref())?;
+    let device = ddpm_train::select_device(args.device.as_deref())?;
     eprintln!(
         "training on {} ({} images) with the {} preset on {} into {}",
         config.dataset.short_name(),
