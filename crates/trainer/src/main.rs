@@ -35,8 +35,9 @@ struct Args {
     #[arg(long, default_value = "data/.cache")]
     cache_dir: PathBuf,
     /// quick | ref-mnist | ref-mnist-res | ref-anime | ref-anime-small | anime
-    #[arg(long, default_value = "quick")]
-    preset: String,
+    /// [default: anime with --dataset anime, else quick]
+    #[arg(long)]
+    preset: Option<String>,
     /// ref | ref-bn | res | modern
     #[arg(long)]
     model: Option<ModelKind>,
@@ -146,8 +147,16 @@ impl Args {
         }
     }
 
+    fn preset(&self) -> &str {
+        match (&self.preset, self.dataset.as_deref()) {
+            (Some(preset), _) => preset,
+            (None, Some("anime")) => "anime",
+            (None, _) => "quick",
+        }
+    }
+
     fn dataset(&self) -> Result<DatasetSpec> {
-        let anime = ddpm_train::Recipe::preset(&self.preset)?.anime;
+        let anime = ddpm_train::Recipe::preset(self.preset())?.anime;
         let data_dir = self.data_dir.as_deref();
         Ok(match (&self.dataset, anime) {
             (Some(name), _) => {
@@ -166,7 +175,7 @@ fn main() -> Result<()> {
     let (config, out_dir) = match &args.resume {
         Some(dir) => {
             let changes = overrides.training_changes();
-            if !changes.is_empty() || args.dataset.is_some() || args.out.is_some() {
+            if !changes.is_empty() || args.dataset.is_some() || args.out.is_some() || args.preset.is_some() {
                 bail!(
                     "--resume continues the saved run as configured; remove {}",
                     [changes.join(", ").as_str(), "--dataset/--out"]
@@ -180,7 +189,7 @@ fn main() -> Result<()> {
             (config, dir.clone())
         }
         None => {
-            let config = TrainConfig::resolve(&args.preset, args.dataset()?, &overrides)?;
+            let config = TrainConfig::resolve(args.preset(), args.dataset()?, &overrides)?;
             let out = args.out.clone().unwrap_or_else(|| {
                 let stamp = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
