@@ -221,3 +221,49 @@ impl Collective for TcpCollective {
         self.run(Op::Barrier, &mut [])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{self, Kind};
+    use std::net::TcpStream;
+    use std::time::Instant;
+
+    /// A peer that joins and then sends nothing, not even heartbeats (a frozen or unplugged
+    /// machine: its connection never closes), is declared dead after the peer timeout.
+    #[test]
+    fn a_silent_peer_is_declared_dead_after_the_peer_timeout() {
+        let port = crate::free_port().unwrap();
+        let t = Timeouts {
+            connect: Duration::from_secs(10),
+            heartbeat: Duration::from_millis(100),
+            peer: Duration::from_millis(600),
+        };
+        let world = WorldInfo {
+            rank: 0,
+            world_size: 2,
+            local_rank: 0,
+            master_addr: "127.0.0.1".into(),
+            master_port: port,
+        };
+        let master = std::thread::spawn(move || {
+            let mut c = TcpCollective::connect(&world, &t).unwrap();
+            let start = Instant::now();
+            let e = c.all_reduce(&mut [1.0], ReduceOp::Sum).unwrap_err();
+            (e, start.elapsed())
+        });
+        let frozen = loop {
+            if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+                break s;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        wire::write_frame(&mut &frozen, Kind::Hello, &[&wire::hello_payload(1, 2)]).unwrap();
+        let welcome = wire::read_frame(&mut &frozen).unwrap();
+        assert_eq!(welcome.kind, Kind::Welcome);
+        let (e, waited) = master.join().unwrap();
+        assert!(matches!(e, DistError::PeerSilent { rank: 1, .. }), "{e}");
+        assert!(waited < Duration::from_secs(3), "noticed after {waited:?}");
+        drop(frozen);
+    }
+}
