@@ -12,8 +12,8 @@ fn small_run(seed: u64) -> (ddpm_eval::Trained, Vec<f32>) {
     labels.truncate(512);
     let opts = TrainOptions {
         epochs: 2,
-        batch_size: 64,
-        lr: 2e-3,
+        batch_size: 32,
+        lr: 5e-3,
         seed,
     };
     let mut losses = Vec::new();
@@ -29,12 +29,12 @@ fn training_is_seeded_learns_and_round_trips() {
     let (a, losses_a) = small_run(3);
     let (_, losses_b) = small_run(3);
     let (_, losses_c) = small_run(4);
-    assert_eq!(losses_a.len(), 16);
+    assert_eq!(losses_a.len(), 32);
     assert_eq!(losses_a, losses_b, "same seed, same losses");
     assert_ne!(losses_a, losses_c, "another seed");
     let first: f32 = losses_a[..4].iter().sum();
-    let last: f32 = losses_a[12..].iter().sum();
-    assert!(last < 0.6 * first, "loss did not fall: {losses_a:?}");
+    let last: f32 = losses_a[28..].iter().sum();
+    assert!(last < 0.5 * first, "loss did not fall: {losses_a:?}");
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.safetensors");
