@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod eval;
+mod experiment;
 mod fetch;
 mod forward;
 
@@ -30,6 +31,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Train the MNIST classifier that `eval` uses and save it under assets/.
     TrainClassifier(eval::TrainClassifierArgs),
+    /// Run one of the reference's comparisons and write docs/experiments/NAME.md.
+    Experiment(experiment::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +43,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
         Command::TrainClassifier(args) => eval::train_classifier(args),
+        Command::Experiment(args) => experiment::run(args),
     }
 }

@@ -1,0 +1,307 @@
+//! The five experiments: which arms they train and how each is sampled and scored.
+
+use anyhow::Result;
+use ddpm_schedule::{Sampler, Variance};
+use ddpm_train::{Every, ModelKind, Overrides, TrainConfig};
+use ddpm_unet::{ModelConfig, ResidualFrom};
+
+use super::{Lab, Scored, Trained};
+
+/// The experiments `cargo xtask experiment` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Experiment {
+    /// The same network trained with T = 100 vs T = 1000, sampled with DDPM.
+    Steps,
+    /// One trained model under DDPM (both variances) and DDIM 20/50/100 (η 0 and 1), clipping
+    /// on and off: quality against wall time.
+    Samplers,
+    /// The reference UNet (LayerNorm), its BatchNorm variant, the residual UNet and the modern
+    /// UNet at the same training budget.
+    Architectures,
+    /// The same run sampled from its EMA weights and from its raw weights.
+    Ema,
+    /// Why the reference UNet gives all-black / all-white samples: one change at a time.
+    Failure,
+}
+
+impl Experiment {
+    /// The file-name form.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Experiment::Steps => "steps",
+            Experiment::Samplers => "samplers",
+            Experiment::Architectures => "architectures",
+            Experiment::Ema => "ema",
+            Experiment::Failure => "failure",
+        }
+    }
+}
+
+const DDPM: Sampler = Sampler::Ddpm {
+    variance: Variance::Beta,
+    clip_x0: false,
+};
+
+/// A training configuration of `kind` with `channels` (and the reference's pe_dim for the
+/// family) at the lab's scale, everything else the faithful `ref-mnist` recipe.
+fn config(
+    lab: &Lab,
+    kind: ModelKind,
+    channels: &[usize],
+    n_steps: usize,
+    ema: f64,
+) -> Result<TrainConfig> {
+    let overrides = Overrides {
+        model: Some(kind),
+        channels: Some(channels.to_vec()),
+        pe_dim: Some(if kind == ModelKind::Res { 128 } else { 20 }),
+        n_steps: Some(n_steps),
+        batch_size: Some(lab.scale.batch_size),
+        epochs: Some(1_000_000),
+        max_steps: Some(lab.scale.steps),
+        ema: Some(ema),
+        log_every: Some(50),
+        save_every: Some(Every::Steps(lab.scale.steps)),
+        ..Overrides::default()
+    };
+    let mut config = TrainConfig::resolve("ref-mnist", lab.scale.dataset.clone(), &overrides)?;
+    config.sample_every = None;
+    Ok(config)
+}
+
+const SMALL: [usize; 4] = [10, 20, 40, 80];
+
+/// The residual UNet at T = 1000 with EMA: the model several experiments share.
+fn base(lab: &Lab) -> Result<Trained> {
+    lab.train(
+        "res-t1000-ema",
+        &config(lab, ModelKind::Res, &SMALL, 1000, 0.995)?,
+    )
+}
+
+/// One table row.
+fn row(arm: &str, trained: &Trained, s: &Scored) -> String {
+    let q = &s.quality;
+    format!(
+        "| {arm} | {:.4} | {:.2} | {:.2} | {:.3} | {:.3} | {:.0}% | {:.2} / {:.2} / {:.2} | {:.1} | {} |",
+        trained.loss,
+        q.frechet,
+        q.frechet_floor,
+        q.confidence,
+        q.class_entropy,
+        100.0 * s.flat,
+        s.range.0,
+        s.range.1,
+        s.range.2,
+        s.sample_s,
+        if trained.train_s.is_nan() {
+            "reused".to_string()
+        } else {
+            format!("{:.0}", trained.train_s)
+        },
+    )
+}
+
+const HEADER: &str = "| arm | final loss | Fréchet ↓ | floor | confidence ↑ | class entropy (ln 10 = 2.303) | flat tiles | x0 min / max / mean | sampling s | training s |\n|---|---|---|---|---|---|---|---|---|---|";
+
+fn table(rows: &[(String, &Trained, Scored)]) -> String {
+    let lines: Vec<String> = rows.iter().map(|(arm, t, s)| row(arm, t, s)).collect();
+    format!("{HEADER}\n{}", lines.join("\n"))
+}
+
+fn grids(rows: &[(String, &Trained, Scored)]) -> String {
+    let shown: Vec<String> = rows
+        .iter()
+        .map(|(arm, _, s)| format!("**{arm}**\n\n![{arm}]({})\n", s.grid))
+        .collect();
+    shown.join("\n")
+}
+
+/// Runs `experiment` and returns the body of its report (tables and grids).
+pub fn run(experiment: Experiment, lab: &Lab) -> Result<String> {
+    let mut rows: Vec<(String, &Trained, Scored)> = Vec::new();
+    let trained: Vec<(String, Trained)>;
+    let intro: &str;
+    match experiment {
+        Experiment::Steps => {
+            intro = "The residual UNet ([10,20,40,80], pe_dim 128) trained identically with T = 100 and T = 1000 (the reference's unscaled linear β schedule in both), sampled with T-step DDPM (σ² = β).";
+            trained = vec![
+                (
+                    "T = 100".into(),
+                    lab.train(
+                        "res-t100-ema",
+                        &config(lab, ModelKind::Res, &SMALL, 100, 0.995)?,
+                    )?,
+                ),
+                ("T = 1000".into(), base(lab)?),
+            ];
+            for (arm, t) in &trained {
+                let slug = arm.replace([' ', '='], "");
+                rows.push((arm.clone(), t, lab.score(t, false, DDPM, &slug)?));
+            }
+        }
+        Experiment::Samplers => {
+            intro = "One model (the residual UNet, T = 1000, raw weights) sampled with each sampler from the same seed. Sampling time is for all the samples on this machine.";
+            trained = vec![("base".into(), base(lab)?)];
+            let t = &trained[0].1;
+            for clip_x0 in [false, true] {
+                let clip = if clip_x0 { ", clip" } else { "" };
+                let arms = [
+                    (
+                        format!("DDPM-1000 σ²=β{clip}"),
+                        Sampler::Ddpm {
+                            variance: Variance::Beta,
+                            clip_x0,
+                        },
+                    ),
+                    (
+                        format!("DDPM-1000 posterior{clip}"),
+                        Sampler::Ddpm {
+                            variance: Variance::Posterior,
+                            clip_x0,
+                        },
+                    ),
+                    (
+                        format!("DDIM-20 η=0{clip}"),
+                        Sampler::Ddim {
+                            steps: 20,
+                            eta: 0.0,
+                            clip_x0,
+                        },
+                    ),
+                    (
+                        format!("DDIM-50 η=0{clip}"),
+                        Sampler::Ddim {
+                            steps: 50,
+                            eta: 0.0,
+                            clip_x0,
+                        },
+                    ),
+                    (
+                        format!("DDIM-100 η=0{clip}"),
+                        Sampler::Ddim {
+                            steps: 100,
+                            eta: 0.0,
+                            clip_x0,
+                        },
+                    ),
+                    (
+                        format!("DDIM-50 η=1{clip}"),
+                        Sampler::Ddim {
+                            steps: 50,
+                            eta: 1.0,
+                            clip_x0,
+                        },
+                    ),
+                ];
+                for (arm, sampler) in arms {
+                    let slug: String = arm.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+                    rows.push((arm, t, lab.score(t, false, sampler, &slug)?));
+                }
+            }
+        }
+        Experiment::Architectures => {
+            intro = "Four networks at the same budget (steps, batch, Adam 1e-3, T = 1000), sampled with DDPM-1000 from their raw weights.";
+            trained = vec![
+                (
+                    "reference UNet (LayerNorm) [10,20,40,80]".into(),
+                    lab.train("ref-ln", &config(lab, ModelKind::Ref, &SMALL, 1000, 0.0)?)?,
+                ),
+                (
+                    "reference UNet (BatchNorm) [10,20,40,80]".into(),
+                    lab.train("ref-bn", &config(lab, ModelKind::RefBn, &SMALL, 1000, 0.0)?)?,
+                ),
+                ("residual UNet [10,20,40,80]".into(), base(lab)?),
+                (
+                    "modern UNet 16·[1,2,2]".into(),
+                    lab.train(
+                        "modern-16",
+                        &config(lab, ModelKind::Modern, &[16, 32, 32], 1000, 0.0)?,
+                    )?,
+                ),
+            ];
+            for (i, (arm, t)) in trained.iter().enumerate() {
+                rows.push((
+                    arm.clone(),
+                    t,
+                    lab.score(t, false, DDPM, &format!("arch{i}"))?,
+                ));
+            }
+        }
+        Experiment::Ema => {
+            intro = "One run of the residual UNet (T = 1000, EMA decay 0.995 kept alongside) sampled with DDPM-1000 from its raw and from its EMA weights.";
+            trained = vec![("base".into(), base(lab)?)];
+            let t = &trained[0].1;
+            rows.push(("raw weights".into(), t, lab.score(t, false, DDPM, "raw")?));
+            rows.push((
+                "EMA weights (0.995)".into(),
+                t,
+                lab.score(t, true, DDPM, "ema")?,
+            ));
+        }
+        Experiment::Failure => {
+            intro = "The reference UNet ([10,20,40,80], pe_dim 20, T = 1000, Adam 1e-3), one change at a time. `flat tiles` counts samples that are one uniform grey level (all black or all white).";
+            let reference = config(lab, ModelKind::Ref, &SMALL, 1000, 0.0)?;
+            let mut from_input = reference.clone();
+            if let ModelConfig::Reference(c) = &mut from_input.model {
+                c.residual_from = ResidualFrom::Input;
+            }
+            trained = vec![
+                ("reference".into(), lab.train("ref-ln", &reference)?),
+                (
+                    "residual from the raw input".into(),
+                    lab.train("ref-ln-input", &from_input)?,
+                ),
+                (
+                    "BatchNorm instead of LayerNorm(C,H,W)".into(),
+                    lab.train("ref-bn", &config(lab, ModelKind::RefBn, &SMALL, 1000, 0.0)?)?,
+                ),
+            ];
+            let r = &trained[0].1;
+            rows.push((
+                "reference, DDPM".into(),
+                r,
+                lab.score(r, false, DDPM, "ref")?,
+            ));
+            rows.push((
+                "reference, DDIM-50".into(),
+                r,
+                lab.score(
+                    r,
+                    false,
+                    Sampler::Ddim {
+                        steps: 50,
+                        eta: 0.0,
+                        clip_x0: false,
+                    },
+                    "ref-ddim",
+                )?,
+            ));
+            rows.push((
+                "reference, DDPM + x̂0 clipping".into(),
+                r,
+                lab.score(
+                    r,
+                    false,
+                    Sampler::Ddpm {
+                        variance: Variance::Beta,
+                        clip_x0: true,
+                    },
+                    "ref-clip",
+                )?,
+            ));
+            for (i, (arm, t)) in trained.iter().enumerate().skip(1) {
+                rows.push((
+                    format!("{arm}, DDPM"),
+                    t,
+                    lab.score(t, false, DDPM, &format!("variant{i}"))?,
+                ));
+            }
+        }
+    }
+    Ok(format!(
+        "{intro}\n\n{}\n\n## Grids (first 81 samples, seed 1)\n\n{}",
+        table(&rows),
+        grids(&rows)
+    ))
+}
