@@ -327,17 +327,17 @@ fn watch(
         }
         let departed = *state.departed.lock().unwrap_or_else(|p| p.into_inner());
         let busy = *state.busy_since.lock().unwrap_or_else(|p| p.into_inner());
-        if let (Some(peer), Some(since)) = (departed, busy) {
-            if since.elapsed() > t.peer {
-                fatal(
-                    rank,
-                    &writers,
-                    &format!(
-                        "rank {peer} closed its collective while this rank waits in an NCCL call ({:?} so far)",
-                        since.elapsed()
-                    ),
-                );
-            }
+        if let (Some(peer), Some(since)) = (departed, busy)
+            && since.elapsed() > t.peer
+        {
+            fatal(
+                rank,
+                &writers,
+                &format!(
+                    "rank {peer} closed its collective while this rank waits in an NCCL call ({:?} so far)",
+                    since.elapsed()
+                ),
+            );
         }
     }
 }
