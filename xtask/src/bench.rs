@@ -1,5 +1,6 @@
-//! `cargo xtask bench train|sample`: times one training step and one sampling forward of the
-//! reference UNet on the CPU and prints the PyTorch CPU figures of the reference beside ours.
+//! `cargo xtask bench train|sample`: times one training step and one sampling forward of a
+//! network (`--model ref|ref-bn|res|modern`) on the CPU, in wall-clock and CPU time, and prints
+//! the PyTorch CPU figures of the reference UNet beside ours.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -7,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 use clap::Subcommand;
-use ddpm_unet::{ImageShape, Model, ModelConfig, RefUNetConfig};
+use ddpm_unet::{ImageShape, Model, ModelKind, ModelSpec, ResidualFrom};
 
 /// Options of `bench`.
 #[derive(Debug, clap::Args)]
@@ -28,10 +29,17 @@ enum What {
 /// Settings shared by the benchmarks.
 #[derive(Debug, clap::Args)]
 struct Common {
+    /// Network family: ref, ref-bn, res or modern.
+    #[arg(long, default_value = "ref")]
+    model: ModelKind,
     /// Channel lists to time, e.g. `--channels 10,20,40,80 --channels 32,64,128,256`
-    /// (default: both of these).
+    /// (modern: level widths, e.g. `16,32,32` = base 16, mult [1,2,2]). Default: ref/ref-bn
+    /// 10,20,40,80 and 32,64,128,256; res 10,20,40,80; modern 16,32,32 and 32,64,64.
     #[arg(long, value_delimiter = ';')]
     channels: Vec<String>,
+    /// Time-encoding width of ref/ref-bn/res (default 20 for ref, 128 for res, as the presets).
+    #[arg(long)]
+    pe_dim: Option<usize>,
     /// Batch size (default 128 for train, 81 for sample, as in the PyTorch figures).
     #[arg(long)]
     batch: Option<usize>,
@@ -51,24 +59,63 @@ struct Common {
     anchor: PathBuf,
 }
 
-/// Median, min and max of `times` in ms.
-fn summary(mut times: Vec<f64>) -> (f64, f64, f64) {
-    times.sort_by(f64::total_cmp);
-    (times[times.len() / 2], times[0], times[times.len() - 1])
+/// Wall-clock and CPU figures of the timed repetitions.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    /// Median wall time per repetition, ms.
+    median: f64,
+    /// Fastest repetition, ms.
+    min: f64,
+    /// Slowest repetition, ms.
+    max: f64,
+    /// Median CPU time (all threads of this process) per repetition, ms.
+    cpu: Option<f64>,
 }
 
-/// Runs `f` `warmup` times, then `reps` timed times; returns the times in ms.
-fn time(warmup: usize, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+/// The median of `v` (non-empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// CPU time consumed so far by all live threads of this process, in ms, from
+/// `/proc/self/task/*/schedstat` (nanoseconds on the CPU); `None` where that is unavailable.
+/// The benchmark's threads (main, rayon and candle pools) live for the whole run, so
+/// differences between two readings are the CPU time spent in between.
+fn cpu_ms() -> Option<f64> {
+    let mut total_ns = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total_ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total_ns as f64 / 1e6)
+}
+
+/// Runs `f` `warmup` times, then `reps` timed times.
+fn time(warmup: usize, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
     for _ in 0..warmup {
         f()?;
     }
-    (0..reps)
-        .map(|_| {
-            let start = Instant::now();
-            f()?;
-            Ok(start.elapsed().as_secs_f64() * 1e3)
-        })
-        .collect()
+    let mut wall = Vec::with_capacity(reps);
+    let mut cpu = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let (start, cpu_start) = (Instant::now(), cpu_ms());
+        f()?;
+        wall.push(start.elapsed().as_secs_f64() * 1e3);
+        if let (Some(a), Some(b)) = (cpu_start, cpu_ms()) {
+            cpu.push(b - a);
+        }
+    }
+    let cpu = (cpu.len() == reps).then(|| median(cpu));
+    let (min, max) = wall
+        .iter()
+        .fold((f64::INFINITY, 0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    Ok(Timing {
+        median: median(wall),
+        min,
+        max,
+        cpu,
+    })
 }
 
 /// The PyTorch figure for `what` ("train_step" / "forward_no_grad") at `ch` and `batch`.
@@ -97,13 +144,23 @@ fn inputs(batch: usize, n_steps: usize) -> Result<(Tensor, Tensor, Tensor)> {
     Ok((x, Tensor::new(t, &dev)?, noise))
 }
 
-/// Times `what` for one channel list; returns (our median ms, min, max).
-fn bench_one(what: &What, common: &Common, ch: &[usize], batch: usize) -> Result<(f64, f64, f64)> {
-    let config = ModelConfig::Reference(RefUNetConfig {
+/// Times `what` for one channel list.
+fn bench_one(what: &What, common: &Common, ch: &[usize], batch: usize) -> Result<Timing> {
+    let spec = ModelSpec {
+        kind: common.model,
         image: ImageShape::MNIST,
         channels: ch.to_vec(),
-        ..RefUNetConfig::default()
-    });
+        pe_dim: common.pe_dim.unwrap_or(match common.model {
+            ModelKind::Res => 128,
+            _ => 20,
+        }),
+        n_steps: 1000,
+        residual_from: ResidualFrom::Normalized,
+        attn_resolutions: None,
+    };
+    let config = spec
+        .to_config()
+        .with_context(|| format!("channels {ch:?} do not make a valid network"))?;
     let model = Model::new(&config, &Device::Cpu, 0)?;
     let (x, t, noise) = inputs(batch, 1000)?;
     let times = match what {
@@ -126,7 +183,27 @@ fn bench_one(what: &What, common: &Common, ch: &[usize], batch: usize) -> Result
             Ok(())
         })?,
     };
-    Ok(summary(times))
+    Ok(times)
+}
+
+/// The default channel lists of a network family.
+fn default_lists(kind: ModelKind) -> Vec<String> {
+    let lists: &[&str] = match kind {
+        ModelKind::Ref | ModelKind::RefBn => &["10,20,40,80", "32,64,128,256"],
+        ModelKind::Res => &["10,20,40,80"],
+        ModelKind::Modern => &["16,32,32", "32,64,64"],
+    };
+    lists.iter().map(|s| s.to_string()).collect()
+}
+
+/// Command-line name of a network family.
+fn kind_name(kind: ModelKind) -> &'static str {
+    match kind {
+        ModelKind::Ref => "ref",
+        ModelKind::RefBn => "ref-bn",
+        ModelKind::Res => "res",
+        ModelKind::Modern => "modern",
+    }
 }
 
 /// Entry point of `cargo xtask bench`.
@@ -145,7 +222,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let batch = common.batch.unwrap_or(default_batch);
     let lists = if common.channels.is_empty() {
-        vec!["10,20,40,80".to_string(), "32,64,128,256".to_string()]
+        default_lists(common.model)
     } else {
         common.channels.clone()
     };
@@ -156,8 +233,9 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("note: no PyTorch figures at {}", common.anchor.display());
     }
     println!(
-        "reference UNet, 1x28x28, batch {batch}, {label}; median of {} reps after {} warm-up; \
+        "{} UNet, 1x28x28, batch {batch}, {label}; median of {} reps after {} warm-up; \
          {} rayon threads, CANDLE_NUM_THREADS={}",
+        kind_name(common.model),
         common.reps,
         common.warmup,
         rayon_threads(),
@@ -169,15 +247,26 @@ pub fn run(args: Args) -> Result<()> {
             .map(|c| c.trim().parse())
             .collect::<std::result::Result<_, _>>()
             .with_context(|| format!("--channels `{list}` is not a comma-separated list"))?;
-        let (median, min, max) = bench_one(&args.what, common, &ch, batch)?;
+        let t = bench_one(&args.what, common, &ch, batch)?;
+        let rate = batch as f64 / (t.median / 1e3);
+        let cpu = t.cpu.map_or("cpu n/a".to_string(), |c| {
+            format!(
+                "cpu {c:8.1} ms ({:.1} img per cpu-s)",
+                batch as f64 / (c / 1e3)
+            )
+        });
+        let reference = matches!(common.model, ModelKind::Ref);
         let torch = anchor
             .as_ref()
+            .filter(|_| reference)
             .and_then(|a| torch_ms(a, torch_what, &ch, batch));
         let torch = torch.map_or("n/a".to_string(), |ms| {
-            format!("{ms:.1} ms (ratio ours/torch {:.2})", median / ms)
+            format!("{ms:.1} ms (ratio ours/torch {:.2})", t.median / ms)
         });
         println!(
-            "ch {list:>14}: ours {median:8.1} ms (min {min:.1}, max {max:.1}); PyTorch CPU {torch}"
+            "ch {list:>14}: wall {:8.1} ms (min {:.1}, max {:.1}; {rate:.1} img/s); {cpu}; \
+             PyTorch CPU {torch}",
+            t.median, t.min, t.max
         );
     }
     Ok(())

@@ -8,11 +8,21 @@ use rayon::prelude::*;
 use crate::cpu_conv::Elem;
 
 /// An [`Elem`] with the arithmetic the fused kernels need (statistics are kept in f64).
-pub(crate) trait Real: Elem + PartialOrd {
+pub(crate) trait Real:
+    Elem
+    + PartialOrd
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::Neg<Output = Self>
+{
     /// Conversion from f64.
     fn from_f64(v: f64) -> Self;
     /// Conversion to f64.
     fn to_f64(self) -> f64;
+    /// `e^self`.
+    fn exp(self) -> Self;
 }
 
 impl Real for f32 {
@@ -22,6 +32,9 @@ impl Real for f32 {
     fn to_f64(self) -> f64 {
         f64::from(self)
     }
+    fn exp(self) -> Self {
+        f32::exp(self)
+    }
 }
 
 impl Real for f64 {
@@ -30,6 +43,9 @@ impl Real for f64 {
     }
     fn to_f64(self) -> f64 {
         self
+    }
+    fn exp(self) -> Self {
+        f64::exp(self)
     }
 }
 

@@ -7,6 +7,7 @@ use crate::cpu_fused::{
     PoolGeom, layer_norm_backward, layer_norm_forward, leaky_relu_backward, leaky_relu_forward,
     max_pool_backward, max_pool_forward,
 };
+use crate::cpu_group_norm::{GnGeom, group_norm_backward, group_norm_forward};
 
 /// Runs `$kernel` on the f32 or f64 slices of the storages (same dtype), wrapping the result.
 macro_rules! float_kernel {
@@ -225,5 +226,101 @@ impl CustomOp2 for MaxPoolBwd {
             slice(op, s2, l2)?
         ));
         Ok((dx, l1.shape().clone()))
+    }
+}
+
+/// GroupNorm (optional shift and SiLU) on (B,C,H,W): (x, params) -> y, where `params` packs
+/// `[w (C), b (C), shift (B*C) if shifted]` (see [`GnGeom`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GroupNormOp {
+    pub groups: usize,
+    pub eps: f64,
+    pub shift: bool,
+    pub silu: bool,
+}
+
+impl GroupNormOp {
+    /// The kernel geometry for an input layout.
+    fn geom(&self, l: &Layout) -> Result<GnGeom> {
+        let (_, c, h, w) = l.shape().dims4()?;
+        Ok(GnGeom {
+            channels: c,
+            hw: h * w,
+            groups: self.groups,
+            eps: self.eps,
+            shift: self.shift,
+            silu: self.silu,
+        })
+    }
+}
+
+impl CustomOp2 for GroupNormOp {
+    fn name(&self) -> &'static str {
+        "ddpm-group-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let g = self.geom(l1)?;
+        let y = float_kernel!(op, s1, |T| group_norm_forward::<T>(
+            &g,
+            slice(op, s1, l1)?,
+            slice(op, s2, l2)?
+        ));
+        Ok((y, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let packed =
+            x.apply_op3_no_bwd(params, &grad.contiguous()?, &GroupNormBwd { fwd: *self })?;
+        let len = x.elem_count();
+        let dx = packed.narrow(0, 0, len)?.reshape(x.shape())?;
+        let dparams = packed.narrow(0, len, params.elem_count())?;
+        Ok((Some(dx), Some(dparams)))
+    }
+}
+
+/// Backward of [`GroupNormOp`]: (x, params, dy) -> `[dx, dw, db, dshift?]` in one vector.
+#[derive(Debug, Clone, Copy)]
+struct GroupNormBwd {
+    fwd: GroupNormOp,
+}
+
+impl CustomOp3 for GroupNormBwd {
+    fn name(&self) -> &'static str {
+        "ddpm-group-norm-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let g = self.fwd.geom(l1)?;
+        let out = float_kernel!(op, s1, |T| group_norm_backward::<T>(
+            &g,
+            slice(op, s1, l1)?,
+            slice(op, s2, l2)?,
+            slice(op, s3, l3)?
+        ));
+        let len = l1.shape().elem_count() + l2.shape().elem_count();
+        Ok((out, Shape::from(len)))
     }
 }

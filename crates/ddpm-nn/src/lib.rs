@@ -4,7 +4,9 @@
 //! All take `x` as (B,C,H,W) and return `candle_core::Result<Tensor>`, differentiable w.r.t.
 //! every tensor argument: [`conv2d`], [`conv_transpose2d`] (PyTorch weight layout and
 //! `output_padding`), [`max_pool2d`] (floor mode, gradient to the first maximum of each window),
-//! [`layer_norm_chw`] (LayerNorm over (C,H,W)), [`group_norm`], [`leaky_relu`], [`silu`].
+//! [`layer_norm_chw`] (LayerNorm over (C,H,W)), [`group_norm`] and [`group_norm_fused`]
+//! (GroupNorm of `x` plus a per-sample channel shift, then SiLU, in one pass), [`leaky_relu`],
+//! [`silu`].
 //!
 //! # Modules
 //! Built from a `candle_nn::VarBuilder`, with PyTorch parameter names (`weight`, `bias`) and
@@ -46,6 +48,7 @@ mod conv;
 mod conv_op;
 mod cpu_conv;
 mod cpu_fused;
+mod cpu_group_norm;
 mod error;
 mod fused_op;
 pub mod gradcheck;
@@ -62,7 +65,8 @@ pub use error::NnError;
 pub use init::{InitSpec, SeededInit, reinit_seeded};
 pub use linear::Linear;
 pub use norm::{
-    BATCH_NORM_EPS, BATCH_NORM_MOMENTUM, BatchNorm2d, GroupNorm, LayerNormChw, group_norm,
-    layer_norm_chw, layer_norm_chw_portable,
+    BATCH_NORM_EPS, BATCH_NORM_MOMENTUM, BatchNorm2d, GroupNorm, LayerNormChw, NormAct, group_norm,
+    group_norm_fused, group_norm_fused_portable, group_norm_portable, layer_norm_chw,
+    layer_norm_chw_portable,
 };
 pub use pool::{max_pool2d, max_pool2d_portable};

@@ -8,7 +8,7 @@ use candle_nn::VarBuilder;
 
 use crate::conv_op::fast_cpu;
 use crate::error::{NnError, bad_config, bad_shape};
-use crate::fused_op::LayerNormOp;
+use crate::fused_op::{GroupNormOp, LayerNormOp};
 use crate::init::InitSpec;
 
 /// Normalises `x` (B, N) over dim 1: `(x - mean) / sqrt(biased var + eps)`.
@@ -64,8 +64,19 @@ pub fn layer_norm_chw_portable(
         .broadcast_add(&bias.unsqueeze(0)?)
 }
 
+/// The activation that follows a fused normalisation ([`group_norm_fused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NormAct {
+    /// No activation.
+    #[default]
+    Identity,
+    /// SiLU, `z * sigmoid(z)`.
+    Silu,
+}
+
 /// `torch.nn.functional.group_norm`: `x` (B,C,H,W) normalised over each group of `C/groups`
-/// channels and all pixels, then a per-channel affine `weight`, `bias` (C).
+/// channels and all pixels, then a per-channel affine `weight`, `bias` (C). One fused pass
+/// (and one for the backward) on the CPU (f32/f64), [`group_norm_portable`] elsewhere.
 pub fn group_norm(
     x: &Tensor,
     groups: usize,
@@ -73,8 +84,91 @@ pub fn group_norm(
     bias: &Tensor,
     eps: f64,
 ) -> Result<Tensor> {
+    group_norm_fused(x, None, groups, weight, bias, eps, NormAct::Identity)
+}
+
+/// [`group_norm`] from differentiable candle ops, on any device.
+pub fn group_norm_portable(
+    x: &Tensor,
+    groups: usize,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    group_norm_fused_portable(x, None, groups, weight, bias, eps, NormAct::Identity)
+}
+
+/// `act(group_norm(x + shift, ...))`: a GroupNorm whose input first gets a per-sample,
+/// per-channel `shift` (B,C) added (e.g. a time embedding), followed by `act`. One fused pass
+/// (and one for the backward, with gradients for `x`, `shift`, `weight` and `bias`) on the CPU
+/// (f32/f64), [`group_norm_fused_portable`] elsewhere.
+pub fn group_norm_fused(
+    x: &Tensor,
+    shift: Option<&Tensor>,
+    groups: usize,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    act: NormAct,
+) -> Result<Tensor> {
+    check_group_norm(x, shift, groups, weight, bias)?;
+    let mut tensors = vec![x, weight, bias];
+    tensors.extend(shift);
+    if !fast_cpu(&tensors) {
+        return group_norm_fused_portable(x, shift, groups, weight, bias, eps, act);
+    }
+    let mut parts = vec![weight.clone(), bias.clone()];
+    if let Some(s) = shift {
+        parts.push(s.flatten_all()?);
+    }
+    let params = Tensor::cat(&parts, 0)?.contiguous()?;
+    let op = GroupNormOp {
+        groups,
+        eps,
+        shift: shift.is_some(),
+        silu: act == NormAct::Silu,
+    };
+    x.contiguous()?.apply_op2(&params, op)
+}
+
+/// [`group_norm_fused`] from differentiable candle ops, on any device.
+pub fn group_norm_fused_portable(
+    x: &Tensor,
+    shift: Option<&Tensor>,
+    groups: usize,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    act: NormAct,
+) -> Result<Tensor> {
+    check_group_norm(x, shift, groups, weight, bias)?;
+    let (b, c, h, w) = x.dims4()?;
+    let x = match shift {
+        Some(s) => x.broadcast_add(&s.reshape((b, c, 1, 1))?)?,
+        None => x.clone(),
+    };
+    let xhat = standardise_rows(&x.reshape((b * groups, (c / groups) * h * w))?, eps)?
+        .reshape((b, c, h, w))?;
+    let y = xhat
+        .broadcast_mul(&weight.reshape((1, c, 1, 1))?)?
+        .broadcast_add(&bias.reshape((1, c, 1, 1))?)?;
+    match act {
+        NormAct::Identity => Ok(y),
+        NormAct::Silu => y.silu(),
+    }
+}
+
+/// Validates GroupNorm arguments: `x` (B,C,H,W), `groups` dividing C, `weight`, `bias` (C),
+/// `shift` (B,C).
+fn check_group_norm(
+    x: &Tensor,
+    shift: Option<&Tensor>,
+    groups: usize,
+    weight: &Tensor,
+    bias: &Tensor,
+) -> Result<()> {
     let op = "group_norm";
-    let (b, c, h, w) = x
+    let (b, c, _, _) = x
         .dims4()
         .map_err(|_| bad_shape(op, "input", x.shape(), "(B, C, H, W)"))?;
     if groups == 0 || !c.is_multiple_of(groups) {
@@ -88,10 +182,12 @@ pub fn group_norm(
             return Err(bad_shape(op, what, t.shape(), format!("({c})")));
         }
     }
-    let xhat = standardise_rows(&x.reshape((b * groups, (c / groups) * h * w))?, eps)?
-        .reshape((b, c, h, w))?;
-    xhat.broadcast_mul(&weight.reshape((1, c, 1, 1))?)?
-        .broadcast_add(&bias.reshape((1, c, 1, 1))?)
+    match shift {
+        Some(s) if s.dims() != [b, c] => {
+            Err(bad_shape(op, "shift", s.shape(), format!("({b}, {c})")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `torch.nn.LayerNorm((C,H,W))` for (B,C,H,W) input: parameters `weight` (ones) and `bias`
@@ -144,6 +240,26 @@ impl GroupNorm {
             groups,
             eps,
         })
+    }
+}
+
+impl GroupNorm {
+    /// `act(GroupNorm(x + shift))` in one fused op (see [`group_norm_fused`]); `shift` is (B,C).
+    pub fn forward_fused(
+        &self,
+        x: &Tensor,
+        shift: Option<&Tensor>,
+        act: NormAct,
+    ) -> Result<Tensor> {
+        group_norm_fused(
+            x,
+            shift,
+            self.groups,
+            &self.weight,
+            &self.bias,
+            self.eps,
+            act,
+        )
     }
 }
 

@@ -5,9 +5,11 @@ mod support;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use ddpm_nn::gradcheck::GradCheck;
+use ddpm_nn::gradcheck::analytic_grads;
 use ddpm_nn::{
-    BatchNorm2d, LayerNormChw, group_norm, layer_norm_chw, layer_norm_chw_portable, leaky_relu,
-    leaky_relu_portable, silu,
+    BatchNorm2d, LayerNormChw, NormAct, group_norm, group_norm_fused, group_norm_fused_portable,
+    group_norm_portable, layer_norm_chw, layer_norm_chw_portable, leaky_relu, leaky_relu_portable,
+    silu,
 };
 use support::{rand_tensor, vals};
 
@@ -64,26 +66,130 @@ fn layer_norm_module_has_torch_names_and_init() {
     assert_eq!(y.dims(), &[2, 2, 3, 3]);
 }
 
+type GroupNormFn = fn(&Tensor, usize, &Tensor, &Tensor, f64) -> candle_core::Result<Tensor>;
+type FusedFn = fn(
+    &Tensor,
+    Option<&Tensor>,
+    usize,
+    &Tensor,
+    &Tensor,
+    f64,
+    NormAct,
+) -> candle_core::Result<Tensor>;
+/// The fused CPU kernels and the portable candle-op versions.
+const GROUP_NORMS: [(&str, GroupNormFn); 2] =
+    [("fast", group_norm), ("portable", group_norm_portable)];
+const FUSED: [(&str, FusedFn); 2] = [
+    ("fast", group_norm_fused),
+    ("portable", group_norm_fused_portable),
+];
+const ACTS: [NormAct; 2] = [NormAct::Identity, NormAct::Silu];
+
+/// `act(GN(x + shift) * w + b)` in loops: x (B,C,H,W), shift (B,C), groups of C/groups channels.
+fn group_norm_ref(
+    x: &Tensor,
+    shift: Option<&Tensor>,
+    groups: usize,
+    (w, b): (&Tensor, &Tensor),
+    act: NormAct,
+) -> Vec<f64> {
+    let (bs, c, h, wd) = x.dims4().unwrap();
+    let hw = h * wd;
+    let mut xv = vals(x);
+    if let Some(s) = shift {
+        let sv = vals(s);
+        for (i, v) in xv.iter_mut().enumerate() {
+            *v += sv[i / hw];
+        }
+    }
+    let xhat = standardise_ref(&xv, (c / groups) * hw, 1e-5);
+    let (wv, bv) = (vals(w), vals(b));
+    (0..bs * c * hw)
+        .map(|i| {
+            let ch = (i / hw) % c;
+            let z = xhat[i] * wv[ch] + bv[ch];
+            match act {
+                NormAct::Identity => z,
+                NormAct::Silu => z / (1.0 + (-z).exp()),
+            }
+        })
+        .collect()
+}
+
 #[test]
 fn group_norm_values_and_gradients() {
     let x = rand_tensor(&[2, 4, 3, 3], 5);
     let w = rand_tensor(&[4], 6);
     let b = rand_tensor(&[4], 7);
-    let y = vals(&group_norm(&x, 2, &w, &b, 1e-5).unwrap());
-    let xhat = standardise_ref(&vals(&x), 18, 1e-5);
-    let (wv, bv) = (vals(&w), vals(&b));
-    for (i, yv) in y.iter().enumerate() {
-        let c = (i / 9) % 4;
-        assert!(
-            (yv - (xhat[i] * wv[c] + bv[c])).abs() < 1e-12,
-            "element {i}"
+    for (name, gn) in GROUP_NORMS {
+        let y = vals(&gn(&x, 2, &w, &b, 1e-5).unwrap());
+        let r = group_norm_ref(&x, None, 2, (&w, &b), NormAct::Identity);
+        for (i, (yv, rv)) in y.iter().zip(&r).enumerate() {
+            assert!((yv - rv).abs() < 1e-12, "{name}: element {i}");
+        }
+        GradCheck::default().assert(
+            |v| gn(&v[0], 2, &v[1], &v[2], 1e-5),
+            &[x.clone(), w.clone(), b.clone()],
         );
+        assert!(gn(&x, 3, &w, &b, 1e-5).is_err(), "{name}: 3 groups of 4");
     }
-    GradCheck::default().assert(
-        |v| group_norm(&v[0], 2, &v[1], &v[2], 1e-5),
-        &[x.clone(), w.clone(), b.clone()],
-    );
-    assert!(group_norm(&x, 3, &w, &b, 1e-5).is_err());
+}
+
+#[test]
+fn fused_group_norm_matches_loops_and_finite_differences() {
+    let x = rand_tensor(&[2, 4, 3, 2], 15);
+    let w = rand_tensor(&[4], 16);
+    let b = rand_tensor(&[4], 17);
+    let shift = rand_tensor(&[2, 4], 18);
+    for (name, gn) in FUSED {
+        for act in ACTS {
+            for groups in [1, 2, 4] {
+                let y = vals(&gn(&x, Some(&shift), groups, &w, &b, 1e-5, act).unwrap());
+                let r = group_norm_ref(&x, Some(&shift), groups, (&w, &b), act);
+                for (i, (yv, rv)) in y.iter().zip(&r).enumerate() {
+                    assert!(
+                        (yv - rv).abs() < 1e-12,
+                        "{name} {act:?} {groups} groups: element {i}"
+                    );
+                }
+            }
+            GradCheck::default().assert(
+                |v| gn(&v[0], Some(&v[3]), 2, &v[1], &v[2], 1e-5, act),
+                &[x.clone(), w.clone(), b.clone(), shift.clone()],
+            );
+            GradCheck::default().assert(
+                |v| gn(&v[0], None, 2, &v[1], &v[2], 1e-5, act),
+                &[x.clone(), w.clone(), b.clone()],
+            );
+        }
+        let bad = rand_tensor(&[4, 2], 19);
+        let err = gn(&x, Some(&bad), 2, &w, &b, 1e-5, NormAct::Silu).unwrap_err();
+        assert!(err.to_string().contains("shift"), "{name}: {err}");
+    }
+}
+
+#[test]
+fn fused_group_norm_f32_kernel_agrees_with_portable_ops() {
+    let f32 = |t: Tensor| t.to_dtype(DType::F32).unwrap();
+    let inputs = [
+        f32(rand_tensor(&[5, 8, 7, 7], 21)),
+        f32(rand_tensor(&[8], 22)),
+        f32(rand_tensor(&[8], 23)),
+        f32(rand_tensor(&[5, 8], 24)),
+    ];
+    for act in ACTS {
+        let run =
+            |gn: FusedFn| move |v: &[Tensor]| gn(&v[0], Some(&v[3]), 4, &v[1], &v[2], 1e-5, act);
+        let (fast, portable) = (run(group_norm_fused), run(group_norm_fused_portable));
+        let diff = support::max_diff(&fast(&inputs).unwrap(), &portable(&inputs).unwrap());
+        assert!(diff < 1e-5, "{act:?} values: {diff}");
+        let ga = analytic_grads(fast, &inputs, 1).unwrap();
+        let gp = analytic_grads(portable, &inputs, 1).unwrap();
+        for (i, (a, p)) in ga.iter().zip(&gp).enumerate() {
+            let diff = support::max_diff(a, p);
+            assert!(diff < 1e-4, "{act:?} gradient of input {i}: {diff}");
+        }
+    }
 }
 
 #[test]

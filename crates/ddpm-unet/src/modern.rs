@@ -13,17 +13,18 @@
 //!   untrained network predicts ε̂ = 0).
 //!
 //! Residual block (`norm1`, `conv1`, `time_proj`, `norm2`, `conv2`, `skip`):
-//! `h = conv1(SiLU(GN(x))) + time_proj(SiLU(temb))`, `h = conv2(dropout(SiLU(GN(h))))`,
+//! `h = conv1(SiLU(GN(x))) + time_proj(SiLU(temb))`, `h = conv2(dropout(SiLU(GN(h))))` (the
+//! time add and the second GroupNorm + SiLU run as one fused op),
 //! output `skip(x) + h` (`skip` = Conv1x1 when the widths differ).
 //! Attention (`norm`, `qkv`, `proj`): multi-head self-attention over the pixels of
 //! `GN(x)` with 1x1-conv projections, added back to `x`.
 
 use candle_core::{D, Module, Tensor};
 use candle_nn::VarBuilder;
-use ddpm_nn::{Conv2d, GroupNorm, InitSpec, Linear, conv2d, silu};
+use ddpm_nn::{Conv2d, GroupNorm, InitSpec, Linear, NormAct, conv2d, silu};
 
 use crate::config::ModernUNetConfig;
-use crate::layers::{MlpAct, TimeMlp, Tracer, per_channel};
+use crate::layers::{MlpAct, TimeMlp, Tracer};
 use crate::time::sinusoidal_embedding;
 
 /// Epsilon of the GroupNorms (PyTorch default).
@@ -74,9 +75,12 @@ impl ResnetBlock {
 
     /// `temb_act` is `SiLU(temb)`, shared by every block.
     fn forward(&self, x: &Tensor, temb_act: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let h = self.conv1.forward(&silu(&self.norm1.forward(x)?)?)?;
-        let h = h.broadcast_add(&per_channel(&self.time_proj.forward(temb_act)?)?)?;
-        let mut h = silu(&self.norm2.forward(&h)?)?;
+        let h = self
+            .conv1
+            .forward(&self.norm1.forward_fused(x, None, NormAct::Silu)?)?;
+        // SiLU(GN(h + time_proj(temb))) in one fused op.
+        let shift = self.time_proj.forward(temb_act)?;
+        let mut h = self.norm2.forward_fused(&h, Some(&shift), NormAct::Silu)?;
         if train && self.dropout > 0.0 {
             h = candle_nn::ops::dropout(&h, self.dropout as f32)?;
         }
@@ -310,7 +314,7 @@ impl ModernUNet {
             }
             trace(&format!("up{}", levels - 1 - i), &h);
         }
-        let h = silu(&self.norm_out.forward(&h)?)?;
+        let h = self.norm_out.forward_fused(&h, None, NormAct::Silu)?;
         conv2d(&h, &self.conv_out_weight, Some(&self.conv_out_bias), 1, 1)
     }
 }
