@@ -54,6 +54,12 @@ impl WorldInfo {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
+    /// True when `RANK` or `WORLD_SIZE` is set: this process is a rank of a launched world (even a
+    /// world of one) and must not launch ranks itself.
+    pub fn env_present() -> bool {
+        std::env::var_os(ENV_RANK).is_some() || std::env::var_os(ENV_WORLD_SIZE).is_some()
+    }
+
     /// [`WorldInfo::from_env`] over any variable lookup (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
         if get(ENV_RANK).is_none() && get(ENV_WORLD_SIZE).is_none() {

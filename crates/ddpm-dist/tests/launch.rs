@@ -105,3 +105,33 @@ fn a_rank_that_hangs_after_another_failed_is_killed_after_the_grace_period() {
         "{err}"
     );
 }
+
+/// `--procs 1` launches one rank, which must see the launcher's environment and not launch again.
+#[test]
+fn the_check_tool_runs_a_world_of_one_without_relaunching() {
+    let mut child = std::process::Command::new(check_bin())
+        .args(["--procs", "1", "--elems", "100", "--steps", "1"])
+        .env_remove("RANK")
+        .env_remove("WORLD_SIZE")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("ddpm-dist-check --procs 1 did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(
+        out.contains("ok: 1 ranks") && out.contains("all 1 ranks passed"),
+        "{out}"
+    );
+}

@@ -61,7 +61,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match WorldInfo::from_env() {
-        Ok(world) if !world.is_distributed() && args.procs.is_some() => {
+        Ok(_) if args.procs.is_some() && !WorldInfo::env_present() => {
             supervise(&args).map_err(Failure::Other)
         }
         Ok(world) => work(&world, &args),
