@@ -145,11 +145,11 @@ fn col2im<T: Elem>(g: &Geom, cols: &[T], x: &mut [T]) {
 
 /// A row-major matrix operand, optionally read transposed.
 #[derive(Clone, Copy)]
-struct Mat<'a, T> {
-    data: &'a [T],
+pub(crate) struct Mat<'a, T> {
+    pub data: &'a [T],
     /// Stored as `cols`-wide rows; when `trans`, the operand is the transpose of the stored one.
-    stored_cols: usize,
-    trans: bool,
+    pub stored_cols: usize,
+    pub trans: bool,
 }
 
 impl<T> Mat<'_, T> {
@@ -161,7 +161,15 @@ impl<T> Mat<'_, T> {
 }
 
 /// `dst (m x n, row-major) (+)= a (m x k) · b (k x n)`.
-fn gemm<T: Elem>(m: usize, n: usize, k: usize, dst: &mut [T], a: Mat<T>, b: Mat<T>, acc: bool) {
+pub(crate) fn gemm<T: Elem>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    a: Mat<T>,
+    b: Mat<T>,
+    acc: bool,
+) {
     debug_assert!(dst.len() >= m * n);
     let (a_cs, a_rs) = a.strides();
     let (b_cs, b_rs) = b.strides();

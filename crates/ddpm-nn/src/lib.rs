@@ -6,7 +6,11 @@
 //! `output_padding`), [`max_pool2d`] (floor mode, gradient to the first maximum of each window),
 //! [`layer_norm_chw`] (LayerNorm over (C,H,W)), [`group_norm`] and [`group_norm_fused`]
 //! (GroupNorm of `x` plus a per-sample channel shift, then SiLU, in one pass), [`leaky_relu`],
-//! [`silu`].
+//! [`silu`], [`upsample_nearest2d`] (integer factor).
+//! Also [`matmul`] (batched products with transposed operands, no copies) and
+//! [`scaled_softmax`] (`softmax(scale * x)` over the last dim), the pieces of attention.
+//! The CPU-kernel functions have a `*_portable` twin written with candle's ops (any device) that
+//! they fall back to off the CPU and that the tests compare them with.
 //!
 //! # Modules
 //! Built from a `candle_nn::VarBuilder`, with PyTorch parameter names (`weight`, `bias`) and
@@ -54,8 +58,11 @@ mod fused_op;
 pub mod gradcheck;
 mod init;
 mod linear;
+mod matmul;
 mod norm;
 mod pool;
+mod softmax;
+mod upsample;
 
 pub use act::{leaky_relu, leaky_relu_portable, silu};
 pub use conv::{
@@ -64,9 +71,12 @@ pub use conv::{
 pub use error::NnError;
 pub use init::{InitSpec, SeededInit, reinit_seeded};
 pub use linear::Linear;
+pub use matmul::{matmul, matmul_portable};
 pub use norm::{
     BATCH_NORM_EPS, BATCH_NORM_MOMENTUM, BatchNorm2d, GroupNorm, LayerNormChw, NormAct, group_norm,
     group_norm_fused, group_norm_fused_portable, group_norm_portable, layer_norm_chw,
     layer_norm_chw_portable,
 };
 pub use pool::{max_pool2d, max_pool2d_portable};
+pub use softmax::{scaled_softmax, scaled_softmax_portable};
+pub use upsample::{upsample_nearest2d, upsample_nearest2d_portable};

@@ -5,6 +5,7 @@ use candle_nn::VarBuilder;
 
 use crate::error::{bad_config, bad_shape};
 use crate::init::InitSpec;
+use crate::matmul::matmul;
 
 /// Fully connected layer: `weight` (out,in) and `bias` (out), both `U(±1/sqrt(in))` like torch.
 #[derive(Debug, Clone)]
@@ -49,9 +50,7 @@ impl Module for Linear {
             ));
         }
         let rows = x.elem_count() / in_f;
-        let y = x
-            .reshape((rows, in_f))?
-            .matmul(&self.weight.t()?)?
+        let y = matmul(&x.reshape((rows, in_f))?, &self.weight, false, true)?
             .broadcast_add(&self.bias)?;
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("non-empty dims") = out_f;

@@ -244,6 +244,21 @@ impl GroupNorm {
 }
 
 impl GroupNorm {
+    /// The scale (C).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The offset (C).
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
+    /// The number of groups.
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+
     /// `act(GroupNorm(x + shift))` in one fused op (see [`group_norm_fused`]); `shift` is (B,C).
     pub fn forward_fused(
         &self,

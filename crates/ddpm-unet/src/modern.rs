@@ -19,9 +19,12 @@
 //! Attention (`norm`, `qkv`, `proj`): multi-head self-attention over the pixels of
 //! `GN(x)` with 1x1-conv projections, added back to `x`.
 
-use candle_core::{D, Module, Tensor};
+use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
-use ddpm_nn::{Conv2d, GroupNorm, InitSpec, Linear, NormAct, conv2d, silu};
+use ddpm_nn::{
+    Conv2d, GroupNorm, InitSpec, Linear, NormAct, conv2d, matmul, scaled_softmax, silu,
+    upsample_nearest2d,
+};
 
 use crate::config::ModernUNetConfig;
 use crate::layers::{MlpAct, TimeMlp, Tracer};
@@ -117,21 +120,19 @@ impl Module for Attention {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let (heads, d, n) = (self.heads, c / self.heads, h * w);
-        // (B, 3C, H, W) → three (B·heads, N, d) tensors.
+        // (B, 3C, H, W) → three (B·heads, d, N) tensors: channels by pixels, as stored.
         let qkv = self
             .qkv
             .forward(&self.norm.forward(x)?)?
-            .reshape((b, 3, heads, d, n))?;
+            .reshape((b, 3, heads * d * n))?;
         let part = |i: usize| -> candle_core::Result<Tensor> {
-            qkv.narrow(1, i, 1)?
-                .reshape((b * heads, d, n))?
-                .transpose(1, 2)?
-                .contiguous()
+            qkv.narrow(1, i, 1)?.reshape((b * heads, d, n))
         };
         let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
-        let attn = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, c, h, w))?;
+        // scores (B·heads, N, N) = qᵀ k / sqrt(d), softmax over the keys.
+        let attn = scaled_softmax(&matmul(&q, &k, true, false)?, 1.0 / (d as f64).sqrt())?;
+        // out (B·heads, d, N) = v attnᵀ: already in the (B, C, H, W) layout.
+        let out = matmul(&v, &attn, false, true)?.reshape((b, c, h, w))?;
         x + self.proj.forward(&out)?
     }
 }
@@ -309,12 +310,133 @@ impl ModernUNet {
                 h = stage.forward(&Tensor::cat(&[&h, &skip], 1)?, &temb_act, train)?;
             }
             if let Some(conv) = &level.resample {
-                let (_, _, hh, ww) = h.dims4()?;
-                h = conv.forward(&h.upsample_nearest2d(2 * hh, 2 * ww)?)?;
+                h = conv.forward(&upsample_nearest2d(&h, 2)?)?;
             }
             trace(&format!("up{}", levels - 1 - i), &h);
         }
         let h = self.norm_out.forward_fused(&h, None, NormAct::Silu)?;
         conv2d(&h, &self.conv_out_weight, Some(&self.conv_out_bias), 1, 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{D, DType, Device, Module, Tensor, Var};
+    use candle_nn::{VarBuilder, VarMap};
+    use ddpm_nn::{NormAct, conv2d_portable, group_norm_fused_portable};
+
+    use super::{Attention, BlockSettings, ResnetBlock};
+
+    /// A (B,C,H,W) f64 input from a seed.
+    fn input(dims: (usize, usize, usize, usize), seed: u64) -> Tensor {
+        let n = dims.0 * dims.1 * dims.2 * dims.3;
+        let v: Vec<f64> = (0..n)
+            .map(|i| ((i as u64 * 2654435761 + seed * 97) % 1000) as f64 / 500.0 - 1.0)
+            .collect();
+        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    }
+
+    /// Output and input gradient of `sum(f(x) * x)`-style loss for a quick gradient comparison.
+    fn value_and_grad(
+        f: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+        x: &Tensor,
+    ) -> (Tensor, Tensor) {
+        let v = Var::from_tensor(x).unwrap();
+        let y = f(v.as_tensor()).unwrap();
+        let loss = (&y * &y.sin().unwrap()).unwrap().sum_all().unwrap();
+        let g = loss.backward().unwrap();
+        (y, g.get(v.as_tensor()).unwrap().clone())
+    }
+
+    /// The attention written with candle's ops ((B·heads, N, d) layout, candle softmax).
+    fn attention_ops(a: &Attention, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let (heads, d, n) = (a.heads, c / a.heads, h * w);
+        let gn = &a.norm;
+        let xn = group_norm_fused_portable(
+            x,
+            None,
+            gn.groups(),
+            gn.weight(),
+            gn.bias(),
+            1e-5,
+            NormAct::Identity,
+        )?;
+        let qkv = conv2d_portable(&xn, a.qkv.weight(), Some(a.qkv.bias()), 1, 0)?
+            .reshape((b, 3, heads, d, n))?;
+        let part = |i: usize| -> candle_core::Result<Tensor> {
+            qkv.narrow(1, i, 1)?
+                .reshape((b * heads, d, n))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
+        let attn = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, c, h, w))?;
+        x + conv2d_portable(&out, a.proj.weight(), Some(a.proj.bias()), 1, 0)?
+    }
+
+    #[test]
+    fn attention_matches_candle_ops_in_value_and_gradient() {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+        for heads in [1, 2] {
+            let attn = Attention::new(vb.pp(heads), 8, 4, heads).unwrap();
+            let x = input((3, 8, 3, 3), heads as u64);
+            let (y, g) = value_and_grad(|x| attn.forward(x), &x);
+            let (yr, gr) = value_and_grad(|x| attention_ops(&attn, x), &x);
+            assert!(max_diff(&y, &yr) < 1e-12, "{heads} heads: values");
+            assert!(max_diff(&g, &gr) < 1e-10, "{heads} heads: gradients");
+        }
+    }
+
+    #[test]
+    fn resnet_block_matches_candle_ops_in_value_and_gradient() {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+        let s = BlockSettings {
+            groups: 2,
+            temb: 6,
+            dropout: 0.0,
+        };
+        let block = ResnetBlock::new(vb, 4, 6, s).unwrap();
+        let x = input((2, 4, 5, 5), 3);
+        let temb = input((1, 1, 2, 6), 4).reshape((2, 6)).unwrap();
+        let ops = |x: &Tensor| -> candle_core::Result<Tensor> {
+            let gn = |n: &ddpm_nn::GroupNorm, x: &Tensor| {
+                group_norm_fused_portable(
+                    x,
+                    None,
+                    n.groups(),
+                    n.weight(),
+                    n.bias(),
+                    1e-5,
+                    NormAct::Silu,
+                )
+            };
+            let conv = |c: &ddpm_nn::Conv2d, x: &Tensor, p| {
+                conv2d_portable(x, c.weight(), Some(c.bias()), 1, p)
+            };
+            let h = conv(&block.conv1, &gn(&block.norm1, x)?, 1)?;
+            let t = block.time_proj.forward(&temb)?.reshape((2, 6, 1, 1))?;
+            let h = conv(&block.conv2, &gn(&block.norm2, &h.broadcast_add(&t)?)?, 1)?;
+            conv(block.skip.as_ref().expect("widths differ"), x, 0)? + h
+        };
+        let (y, g) = value_and_grad(|x| block.forward(x, &temb, true), &x);
+        let (yr, gr) = value_and_grad(ops, &x);
+        assert!(max_diff(&y, &yr) < 1e-12, "values");
+        assert!(max_diff(&g, &gr) < 1e-10, "gradients");
     }
 }
