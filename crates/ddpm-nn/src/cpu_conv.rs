@@ -132,9 +132,16 @@ fn col2im<T: Elem>(g: &Geom, cols: &[T], x: &mut [T]) {
                         continue;
                     };
                     let dst = &mut plane[ih * g.w..(ih + 1) * g.w];
-                    for (ow, &v) in row[oh * g.wo..(oh + 1) * g.wo].iter().enumerate() {
-                        if let Some(iw) = g.src(ow, j, g.w) {
-                            dst[iw] += v;
+                    let src = &row[oh * g.wo..(oh + 1) * g.wo];
+                    let (lo, hi) = g.valid_cols(j);
+                    if g.stride == 1 {
+                        let start = lo + j - g.pad;
+                        for (d, &v) in dst[start..start + hi - lo].iter_mut().zip(&src[lo..hi]) {
+                            *d += v;
+                        }
+                    } else {
+                        for (ow, &v) in src.iter().enumerate().take(hi).skip(lo) {
+                            dst[ow * g.stride + j - g.pad] += v;
                         }
                     }
                 }

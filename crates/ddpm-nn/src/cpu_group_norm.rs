@@ -72,22 +72,27 @@ impl<'a, T: Real> SampleParams<'a, T> {
     }
 }
 
+/// Sum of `f(v)` over `plane`, accumulated in `T` per short run and in f64 across runs.
+#[inline]
+fn plane_sum<T: Real>(plane: &[T], f: impl Fn(T) -> T) -> f64 {
+    plane
+        .chunks(64)
+        .map(|run| run.iter().fold(T::default(), |acc, &v| acc + f(v)).to_f64())
+        .sum()
+}
+
 /// Mean and `1/sqrt(biased var + eps)` of one group (`x` holds its channels back to back).
 fn group_stats<T: Real>(g: &GnGeom, x: &[T], p: &SampleParams<T>, c0: usize) -> (f64, f64) {
     let m = (g.per_group() * g.hw) as f64;
     let mut sum = 0f64;
     for (i, plane) in x.chunks(g.hw).enumerate() {
-        let s = p.shift(c0 + i);
-        sum += plane.iter().map(|v| v.to_f64() + s).sum::<f64>();
+        sum += plane_sum(plane, |v| v) + p.shift(c0 + i) * g.hw as f64;
     }
     let mean = sum / m;
     let mut var = 0f64;
     for (i, plane) in x.chunks(g.hw).enumerate() {
-        let s = p.shift(c0 + i);
-        var += plane
-            .iter()
-            .map(|v| (v.to_f64() + s - mean).powi(2))
-            .sum::<f64>();
+        let centre = T::from_f64(mean - p.shift(c0 + i));
+        var += plane_sum(plane, |v| (v - centre) * (v - centre));
     }
     (mean, 1.0 / (var / m + g.eps).sqrt())
 }
