@@ -24,6 +24,12 @@ pub fn leaky_relu_portable(x: &Tensor, slope: f64) -> Result<Tensor> {
     x.mul(&factor)
 }
 
+/// `torch.relu(x)`: [`leaky_relu`] with slope 0, so one fused pass each way on the CPU, and the
+/// gradient at exactly 0 is 0 as in torch (candle's own `relu` passes it through).
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    leaky_relu(x, 0.0)
+}
+
 /// SiLU (`x * sigmoid(x)`), re-exported for symmetry with [`leaky_relu`].
 pub fn silu(x: &Tensor) -> Result<Tensor> {
     x.silu()

@@ -6,6 +6,7 @@
 //! `output_padding`), [`max_pool2d`] (floor mode, gradient to the first maximum of each window),
 //! [`layer_norm_chw`] (LayerNorm over (C,H,W)), [`group_norm`] and [`group_norm_fused`]
 //! (GroupNorm of `x` plus a per-sample channel shift, then SiLU, in one pass), [`leaky_relu`],
+//! [`relu`],
 //! [`silu`], [`upsample_nearest2d`] (integer factor).
 //! Also [`matmul`] (batched products with transposed operands, no copies) and
 //! [`scaled_softmax`] (`softmax(scale * x)` over the last dim), the pieces of attention.
@@ -64,7 +65,7 @@ mod pool;
 mod softmax;
 mod upsample;
 
-pub use act::{leaky_relu, leaky_relu_portable, silu};
+pub use act::{leaky_relu, leaky_relu_portable, relu, silu};
 pub use conv::{
     Conv2d, ConvTranspose2d, conv_transpose2d, conv_transpose2d_portable, conv2d, conv2d_portable,
 };

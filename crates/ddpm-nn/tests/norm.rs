@@ -9,7 +9,7 @@ use ddpm_nn::gradcheck::analytic_grads;
 use ddpm_nn::{
     BatchNorm2d, LayerNormChw, NormAct, group_norm, group_norm_fused, group_norm_fused_portable,
     group_norm_portable, layer_norm_chw, layer_norm_chw_portable, leaky_relu, leaky_relu_portable,
-    silu,
+    relu, silu,
 };
 use support::{rand_tensor, vals};
 
@@ -207,6 +207,18 @@ fn activations_values_and_gradients() {
         }
         GradCheck::default().assert(|v| leaky(&v[0], 0.01), std::slice::from_ref(&x));
     }
+    let y = vals(&relu(&x).unwrap());
+    assert_eq!(y, vals(&x.relu().unwrap()));
+    GradCheck::default().assert(|v| relu(&v[0]), std::slice::from_ref(&x));
+    // torch's relu has gradient 0 at exactly 0 (candle's passes the gradient through).
+    let zero = candle_core::Var::new(&[0.0f64, 1.0], &Device::Cpu).unwrap();
+    let g = relu(zero.as_tensor())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert_eq!(vals(g.get(zero.as_tensor()).unwrap()), vec![0.0, 1.0]);
     GradCheck::default().assert(|v| silu(&v[0]), &[x]);
 }
 

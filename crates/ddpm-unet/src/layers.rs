@@ -43,7 +43,7 @@ impl Module for TimeMlp {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let h = self.first.forward(x)?;
         let h = match self.act {
-            MlpAct::Relu => h.relu()?,
+            MlpAct::Relu => ddpm_nn::relu(&h)?,
             MlpAct::Silu => ddpm_nn::silu(&h)?,
         };
         self.second.forward(&h)

@@ -15,7 +15,7 @@
 
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
-use ddpm_nn::{Conv2d, ConvTranspose2d, LayerNormChw, Linear};
+use ddpm_nn::{Conv2d, ConvTranspose2d, LayerNormChw, Linear, relu};
 
 use crate::config::ResUNetConfig;
 use crate::layers::{MlpAct, TimeMlp, Tracer, per_channel};
@@ -57,12 +57,12 @@ impl ResBlock {
 impl Module for ResBlock {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let h = self.ln.forward(x)?;
-        let h = self.conv2.forward(&self.conv1.forward(&h)?.relu()?)?;
+        let h = self.conv2.forward(&relu(&self.conv1.forward(&h)?)?)?;
         let skip = match &self.residual_conv {
             Some(conv) => conv.forward(x)?,
             None => x.clone(),
         };
-        (h + skip)?.relu()
+        relu(&(h + skip)?)
     }
 }
 
