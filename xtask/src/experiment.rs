@@ -138,13 +138,14 @@ impl Lab {
         Ok(Lab {
             device,
             evaluator,
-            runs: args.runs.join(args.name.slug()),
+            // Shared by all experiments: arms with the same configuration are trained once.
+            runs: args.runs.clone(),
             figures: args.docs.join(args.name.slug()),
             scale: Scale::new(args),
         })
     }
 
-    /// Trains `config` into `runs/<experiment>/<arm>` unless a complete run of the same
+    /// Trains `config` into `runs/experiments/<arm>` unless a complete run of the same
     /// configuration is already there.
     fn train(&self, arm: &str, config: &TrainConfig) -> Result<Trained> {
         let run = self.runs.join(arm);
@@ -173,6 +174,7 @@ impl Lab {
             device: self.device.clone(),
             cache_dir: PathBuf::from("data/.cache"),
             stop: Arc::new(AtomicBool::new(false)),
+            world: ddpm_train::WorldInfo::single(),
         };
         ddpm_train::train(config, &options).with_context(|| format!("training arm {arm}"))?;
         Ok(Trained {

@@ -582,6 +582,12 @@ impl TrainConfig {
             )));
         }
         let model = recipe.model_config(dataset.image())?;
+        let mut sample = recipe.sample;
+        if let Sampler::Ddim { steps, .. } = &mut sample.sampler {
+            // A preset's DDIM preview uses every step of a chain shorter than its step count.
+            *steps = (*steps).min(recipe.n_steps);
+        }
+        sample.sampler.timesteps(recipe.n_steps)?;
         Ok(TrainConfig {
             preset: preset.to_string(),
             dataset,
@@ -603,7 +609,7 @@ impl TrainConfig {
             sample_every: recipe.sample_every,
             log_every: recipe.log_every,
             keep_last: overrides.keep_last,
-            sample: recipe.sample,
+            sample,
         })
     }
 

@@ -15,6 +15,9 @@ pub enum TrainError {
     /// The schedule or sampler rejected its input.
     #[error(transparent)]
     Schedule(#[from] ddpm_schedule::ScheduleError),
+    /// A collective operation of data-parallel training failed (a peer died, timed out, ...).
+    #[error(transparent)]
+    Dist(#[from] ddpm_dist::DistError),
     /// Writing a sample grid failed.
     #[error(transparent)]
     Sample(#[from] ddpm_sample::SampleError),

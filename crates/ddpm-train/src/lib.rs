@@ -22,12 +22,14 @@ pub use config::{
     DatasetSpec, Every, LrSchedule, Overrides, PRESETS, Recipe, SampleSettings, TrainConfig,
 };
 pub use data::load_dataset;
+/// The data-parallel world of a process (re-exported for callers of [`train`]).
+pub use ddpm_dist::WorldInfo;
 /// The network families (re-exported for command lines).
 pub use ddpm_unet::ModelKind;
 pub use device::{configure_cpu_threads, select_device};
 pub use ema::Ema;
 pub use error::{Result, TrainError};
-pub use loss::diffusion_loss;
+pub use loss::{diffusion_loss, diffusion_loss_given, draw_t_eps};
 pub use metrics::{MetricsLine, plot_loss};
-pub use optim::{Adam, AdamState, clip_grad_norm, learning_rate};
+pub use optim::{Adam, AdamState, clip_grad_norm, learning_rate, optimizer_step};
 pub use run::{RunOptions, RunSummary, train};

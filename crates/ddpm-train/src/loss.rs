@@ -6,24 +6,41 @@ use ddpm_unet::Model;
 
 use crate::Result;
 
-/// The simple DDPM loss of one batch (Ho et al., eq. 14): draws t ~ U[0, T) per image and
-/// ε ~ N(0, I) from `noise` (in that order), noises `x0` to x_t and returns the mean squared
-/// error between ε and the network's ε̂(x_t, t) over all elements, in training mode.
+/// Draws the per-image timesteps t ~ U[0, T) and the noise ε ~ N(0, I) for a batch shaped
+/// like `x0`, in that order, from `noise`.
+pub fn draw_t_eps(noise: &mut NoiseRng, x0: &Tensor, n_steps: usize) -> Result<(Tensor, Tensor)> {
+    let batch = x0.dim(0)?;
+    let t = Tensor::from_vec(
+        noise.uniform_indices(batch, n_steps as u32),
+        batch,
+        x0.device(),
+    )?;
+    let eps = noise.randn(x0.shape(), x0.device())?;
+    Ok((t, eps))
+}
+
+/// The simple DDPM loss (Ho et al., eq. 14) for given t and ε: noises `x0` to x_t and returns
+/// the mean squared error between ε and the network's ε̂(x_t, t) over all elements, in
+/// training mode.
+pub fn diffusion_loss_given(
+    model: &Model,
+    schedule: &Schedule,
+    x0: &Tensor,
+    t: &Tensor,
+    eps: &Tensor,
+) -> Result<Tensor> {
+    let x_t = schedule.add_noise(x0, t, eps)?;
+    let eps_hat = model.forward(&x_t, t, true)?;
+    Ok((eps_hat - eps)?.sqr()?.mean_all()?)
+}
+
+/// [`diffusion_loss_given`] with t and ε drawn by [`draw_t_eps`].
 pub fn diffusion_loss(
     model: &Model,
     schedule: &Schedule,
     x0: &Tensor,
     noise: &mut NoiseRng,
 ) -> Result<Tensor> {
-    let batch = x0.dim(0)?;
-    let device = x0.device();
-    let t = Tensor::from_vec(
-        noise.uniform_indices(batch, schedule.n_steps() as u32),
-        batch,
-        device,
-    )?;
-    let eps = noise.randn(x0.shape(), device)?;
-    let x_t = schedule.add_noise(x0, &t, &eps)?;
-    let eps_hat = model.forward(&x_t, &t, true)?;
-    Ok((eps_hat - &eps)?.sqr()?.mean_all()?)
+    let (t, eps) = draw_t_eps(noise, x0, schedule.n_steps())?;
+    diffusion_loss_given(model, schedule, x0, &t, &eps)
 }

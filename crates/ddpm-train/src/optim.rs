@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
+use ddpm_dist::Collective;
 use serde::{Deserialize, Serialize};
 
 use crate::{LrSchedule, Result, TrainError};
@@ -114,6 +115,37 @@ impl Adam {
         self.step = state.step;
         Ok(())
     }
+}
+
+/// Applies one optimizer step from the gradients of a local loss: averages them over the
+/// data-parallel ranks first (one flat all-reduce; a parameter without a gradient counts as
+/// zero), then clips the global norm to `grad_clip` and updates with Adam at `lr`. Every rank
+/// ends with bit-identical weights.
+pub fn optimizer_step(
+    params: &[(String, Var)],
+    mut grads: GradStore,
+    collective: Option<&mut (dyn Collective + '_)>,
+    grad_clip: Option<f64>,
+    adam: &mut Adam,
+    lr: f64,
+) -> Result<()> {
+    if let Some(collective) = collective.filter(|c| c.world_size() > 1) {
+        let local = params
+            .iter()
+            .map(|(_, v)| match grads.get(v.as_tensor()) {
+                Some(g) => Ok(g.clone()),
+                None => Ok(v.as_tensor().zeros_like()?),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mean = collective.all_reduce_mean(&local)?;
+        for ((_, var), g) in params.iter().zip(mean) {
+            grads.insert(var.as_tensor(), g);
+        }
+    }
+    if let Some(max_norm) = grad_clip {
+        clip_grad_norm(&mut grads, params, max_norm)?;
+    }
+    adam.step(&grads, lr)
 }
 
 /// Scales all gradients so that their global L2 norm is at most `max_norm` (like

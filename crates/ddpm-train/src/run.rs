@@ -8,17 +8,18 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use ddpm_data::{Batches, batch_tensor};
+use ddpm_dist::{Backend, Collective, WorldInfo};
 use ddpm_sample::{GenerateOptions, generate, grid, save_image, to_u8};
-use ddpm_schedule::{NoiseRng, Schedule};
-use ddpm_unet::Model;
+use ddpm_schedule::{NoiseRng, NoiseRngState, Schedule};
+use ddpm_unet::{Model, PE_TABLE_NAME};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::checkpoint::{self, CheckpointState, Snapshot};
 use crate::error::io_err;
 use crate::metrics::{self, MetricsLine};
 use crate::{
-    Adam, Ema, Result, TrainConfig, TrainError, clip_grad_norm, diffusion_loss, learning_rate,
-    load_dataset,
+    Adam, Ema, Result, TrainConfig, TrainError, diffusion_loss_given, draw_t_eps, learning_rate,
+    load_dataset, optimizer_step,
 };
 
 /// How and where to run (what is not part of the run's configuration).
@@ -34,6 +35,8 @@ pub struct RunOptions {
     pub cache_dir: PathBuf,
     /// Set (e.g. by Ctrl-C) to stop after the current step, saving a checkpoint and the grid.
     pub stop: Arc<AtomicBool>,
+    /// This process's place in a data-parallel run (a world of one by default).
+    pub world: WorldInfo,
 }
 
 /// What a finished run produced.
@@ -55,6 +58,12 @@ pub struct RunSummary {
 /// sampling never shifts the training stream (exact resume).
 const PREVIEW_SEED_OFFSET: u64 = 0x5A4D_504C;
 
+/// The training-noise seed of a rank: rank 0 uses the run's seed, so a data-parallel run's
+/// rank 0 draws what a single-process run draws.
+fn rank_seed(seed: u64, rank: usize) -> u64 {
+    seed.wrapping_add((rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
 struct Trainer<'a> {
     config: &'a TrainConfig,
     options: &'a RunOptions,
@@ -64,24 +73,86 @@ struct Trainer<'a> {
     adam: Adam,
     ema: Option<Ema>,
     noise: NoiseRng,
+    /// Peers of a data-parallel run (`None` in a world of one).
+    collective: Option<Box<dyn Collective>>,
+    /// Names of the non-trainable network state (BatchNorm statistics) kept equal to rank 0's.
+    buffers: Vec<String>,
 }
 
 impl Trainer<'_> {
+    /// One optimizer step; returns the loss (the mean over ranks), or the first non-finite one
+    /// without updating anything.
     fn step(&mut self, x0: &Tensor, lr: f64) -> Result<f32> {
-        let loss = diffusion_loss(&self.model, &self.schedule, x0, &mut self.noise)?;
-        let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        let (t, eps) = draw_t_eps(&mut self.noise, x0, self.config.n_steps)?;
+        let loss = diffusion_loss_given(&self.model, &self.schedule, x0, &t, &eps)?;
+        let mut value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        if let Some(c) = self.collective.as_deref_mut() {
+            value = c.mean_scalar(value)?;
+        }
         if !value.is_finite() {
             return Ok(value);
         }
-        let mut grads = loss.backward()?;
-        if let Some(max_norm) = self.config.grad_clip {
-            clip_grad_norm(&mut grads, &self.params, max_norm)?;
-        }
-        self.adam.step(&grads, lr)?;
+        let grads = loss.backward()?;
+        let collective = self.collective.as_deref_mut();
+        optimizer_step(
+            &self.params,
+            grads,
+            collective,
+            self.config.grad_clip,
+            &mut self.adam,
+            lr,
+        )?;
+        self.sync_buffers()?;
         if let Some(ema) = &mut self.ema {
             ema.update(&self.params)?;
         }
         Ok(value)
+    }
+
+    /// Copies rank 0's trainable weights (at the start) to every rank.
+    fn broadcast_weights(&mut self) -> Result<()> {
+        if let Some(c) = self.collective.as_deref_mut() {
+            let tensors: Vec<Tensor> = self
+                .params
+                .iter()
+                .map(|(_, v)| v.as_tensor().clone())
+                .collect();
+            for ((_, var), value) in self.params.iter().zip(c.broadcast_tensors(&tensors, 0)?) {
+                var.set(&value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives every rank rank 0's BatchNorm running statistics, as PyTorch's DDP does.
+    fn sync_buffers(&mut self) -> Result<()> {
+        let Some(c) = self.collective.as_deref_mut() else {
+            return Ok(());
+        };
+        if self.buffers.is_empty() {
+            return Ok(());
+        }
+        let mut dict = self.model.state_dict()?;
+        let local: Vec<Tensor> = self
+            .buffers
+            .iter()
+            .map(|n| dict[n].to_dtype(DType::F32))
+            .collect::<candle_core::Result<_>>()?;
+        for (name, value) in self.buffers.iter().zip(c.broadcast_tensors(&local, 0)?) {
+            let dtype = dict[name].dtype();
+            dict.insert(name.clone(), value.to_dtype(dtype)?);
+        }
+        self.model.load_state_dict(&dict.into_iter().collect())?;
+        Ok(())
+    }
+
+    /// True when any rank asked to stop (so that all stop after the same step).
+    fn stop_requested(&mut self) -> Result<bool> {
+        let local = self.options.stop.load(Ordering::SeqCst);
+        match self.collective.as_deref_mut() {
+            Some(c) => Ok(c.mean_scalar(f32::from(u8::from(local)))? > 0.0),
+            None => Ok(local),
+        }
     }
 
     fn save(&self, state: &CheckpointState) -> Result<PathBuf> {
@@ -149,9 +220,20 @@ fn progress_bar(total: u64, start: u64) -> ProgressBar {
 /// Trains `config` into `options.out_dir`: see the crate docs for the data flow and the run
 /// directory layout. Ends (epochs done, `max_steps` reached or the stop flag) with a final
 /// checkpoint and `samples/final.png`.
+///
+/// In a data-parallel run (`options.world` of several ranks) every rank calls this with the
+/// same configuration: each trains on its own shard, gradients are averaged, and only rank 0
+/// writes files.
 pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary> {
     let out = &options.out_dir;
     let device = &options.device;
+    let world = &options.world;
+    let main = world.is_main();
+    let collective = if world.is_distributed() {
+        Some(ddpm_dist::connect(world, Backend::for_device(device))?)
+    } else {
+        None
+    };
     let resume_from = if options.resume {
         Some(checkpoint::latest(out)?)
     } else {
@@ -163,10 +245,12 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary> {
         }
         None
     };
-    std::fs::create_dir_all(out.join("samples")).map_err(io_err(out))?;
-    let config_path = out.join("config.json");
-    let text = serde_json::to_string_pretty(config).expect("config serialises");
-    std::fs::write(&config_path, text).map_err(io_err(&config_path))?;
+    if main {
+        std::fs::create_dir_all(out.join("samples")).map_err(io_err(out))?;
+        let config_path = out.join("config.json");
+        let text = serde_json::to_string_pretty(config).expect("config serialises");
+        std::fs::write(&config_path, text).map_err(io_err(&config_path))?;
+    }
 
     let images = load_dataset(&config.dataset, &options.cache_dir)?;
     let want = config.model.image();
@@ -178,14 +262,25 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary> {
             images.width()
         )));
     }
-    let batches =
-        Batches::new(images.len(), config.batch_size, config.seed, 0, 1)?.with_flip(config.hflip);
+    let batches = Batches::new(
+        images.len(),
+        config.batch_size,
+        config.seed,
+        world.rank,
+        world.world_size,
+    )?
+    .with_flip(config.hflip);
     let per_epoch = batches.batches_per_epoch() as u64;
     let planned = config.epochs * per_epoch;
     let total = config.max_steps.map_or(planned, |m| m.min(planned));
 
     let model = Model::new(&config.model, device, config.seed)?;
     let params = model.trainable();
+    let buffers = model
+        .state_dict()?
+        .into_keys()
+        .filter(|name| name != PE_TABLE_NAME && !params.iter().any(|(p, _)| p == name))
+        .collect();
     let mut trainer = Trainer {
         config,
         options,
@@ -196,7 +291,9 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary> {
             .transpose()?,
         params,
         model,
-        noise: NoiseRng::new(config.seed),
+        noise: NoiseRng::new(rank_seed(config.seed, world.rank)),
+        collective,
+        buffers,
     };
     let mut state = CheckpointState {
         step: 0,
@@ -228,13 +325,23 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary> {
         if let Some(ema) = &mut trainer.ema {
             ema.restore(&load(checkpoint::EMA_FILE)?)?;
         }
-        trainer.noise = NoiseRng::from_state(saved.noise);
+        // Every rank draws as many words per step, so rank r resumes its own stream at
+        // rank 0's saved position.
+        trainer.noise = NoiseRng::from_state(NoiseRngState {
+            seed: rank_seed(config.seed, world.rank),
+            word_pos: saved.noise.word_pos,
+        });
         state = saved;
     }
+    trainer.broadcast_weights()?;
 
     let metrics_path = out.join("metrics.jsonl");
     let mut history = metrics::read(&metrics_path);
-    let bar = progress_bar(total, state.step);
+    let bar = if main {
+        progress_bar(total, state.step)
+    } else {
+        ProgressBar::hidden()
+    };
     let started = Instant::now();
     let mut losses = Vec::new();
     let (mut interval_loss, mut interval_steps, mut interval_start) = (0f64, 0u64, Instant::now());
@@ -247,7 +354,7 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary> {
             if state.step >= total {
                 break 'epochs;
             }
-            if options.stop.load(Ordering::SeqCst) {
+            if trainer.stop_requested()? {
                 interrupted = true;
                 break 'epochs;
             }
@@ -278,20 +385,24 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary> {
                 state.epoch += 1;
                 state.batch_in_epoch = 0;
             }
-            state.noise = trainer.noise.state();
+            state.noise = NoiseRngState {
+                seed: config.seed,
+                word_pos: trainer.noise.state().word_pos,
+            };
             state.adam = trainer.adam.state();
             state.loss = Some(loss);
             interval_loss += loss as f64;
             interval_steps += 1;
             bar.set_position(state.step);
 
-            if state.step.is_multiple_of(config.log_every) || state.step == total {
+            if main && (state.step.is_multiple_of(config.log_every) || state.step == total) {
                 let line = MetricsLine {
                     step: state.step,
                     epoch: state.epoch - u64::from(epoch_end.is_some()),
                     loss: interval_loss / interval_steps as f64,
                     lr,
-                    images_per_s: (interval_steps as usize * config.batch_size) as f64
+                    images_per_s: (interval_steps as usize * config.batch_size * world.world_size)
+                        as f64
                         / interval_start.elapsed().as_secs_f64(),
                     wall_s: started.elapsed().as_secs_f64(),
                 };
@@ -309,15 +420,17 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary> {
                 metrics::plot_loss(&history, &out.join("loss.png"))?;
                 (interval_loss, interval_steps, interval_start) = (0.0, 0, Instant::now());
             }
-            if config
-                .save_every
-                .is_some_and(|e| e.due(state.step, epoch_end))
+            if main
+                && config
+                    .save_every
+                    .is_some_and(|e| e.due(state.step, epoch_end))
             {
                 last_saved = Some(trainer.save(&state)?);
             }
-            if config
-                .sample_every
-                .is_some_and(|e| e.due(state.step, epoch_end))
+            if main
+                && config
+                    .sample_every
+                    .is_some_and(|e| e.due(state.step, epoch_end))
             {
                 trainer
                     .sample_grid(&out.join("samples").join(format!("step_{}.png", state.step)))?;
@@ -325,15 +438,18 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary> {
         }
     }
     bar.finish_and_clear();
+    let final_grid = out.join("samples").join("final.png");
     let saved_now = last_saved
         .as_ref()
         .is_some_and(|p| p.ends_with(format!("step_{}", state.step)));
     let checkpoint = match last_saved {
         Some(path) if saved_now => path,
-        _ => trainer.save(&state)?,
+        _ if main => trainer.save(&state)?,
+        _ => out.join("checkpoints").join(format!("step_{}", state.step)),
     };
-    let final_grid = out.join("samples").join("final.png");
-    trainer.sample_grid(&final_grid)?;
+    if main {
+        trainer.sample_grid(&final_grid)?;
+    }
     Ok(RunSummary {
         steps: state.step,
         losses,

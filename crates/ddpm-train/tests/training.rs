@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use ddpm_data::{batch_tensor, embedded_mnist};
 use ddpm_schedule::{BetaKind, NoiseRng, Schedule};
 use ddpm_train::{
     Adam, DatasetSpec, Every, LrSchedule, ModelKind, Overrides, RunOptions, TrainConfig,
-    TrainError, checkpoint, diffusion_loss, train,
+    TrainError, WorldInfo, checkpoint, diffusion_loss, optimizer_step, train,
 };
 use ddpm_unet::{Model, ModelConfig, RefNorm};
 
@@ -47,6 +47,7 @@ fn options(out: &Path, resume: bool) -> RunOptions {
         device: Device::Cpu,
         cache_dir: out.join("cache"),
         stop: Arc::new(AtomicBool::new(false)),
+        world: WorldInfo::single(),
     }
 }
 
@@ -307,4 +308,79 @@ fn a_missing_dataset_names_the_command_that_fetches_it() {
     let cfg = TrainConfig::resolve("ref-mnist", missing, &tiny(1)).unwrap();
     let err = train(&cfg, &options(&out, false)).unwrap_err().to_string();
     assert!(err.contains("cargo xtask fetch-mnist"), "{err}");
+}
+
+/// One optimizer step on a batch of B images in one process, and on two halves in two ranks
+/// (threads talking over 127.0.0.1), starting from the same weights with the same t and ε per
+/// image: the gradient average must make the weights agree.
+#[test]
+fn two_ranks_with_half_batches_step_like_one_rank_with_the_whole_batch() {
+    let cfg = config(&Overrides {
+        grad_clip: Some(1.0),
+        ..tiny(1)
+    });
+    let schedule = Schedule::new(BetaKind::Linear, 50, &Device::Cpu).unwrap();
+    let images = embedded_mnist();
+    let indices: Vec<usize> = (0..16).collect();
+    let x0 = batch_tensor(&images, &indices, &[false; 16], &Device::Cpu).unwrap();
+    let (t, eps) = ddpm_train::draw_t_eps(&mut NoiseRng::new(5), &x0, 50).unwrap();
+
+    let step = |x0: &Tensor,
+                t: &Tensor,
+                eps: &Tensor,
+                collective: Option<&mut dyn ddpm_dist::Collective>| {
+        let model = Model::new(&cfg.model, &Device::Cpu, 0).unwrap();
+        let params = model.trainable();
+        let mut adam = Adam::new(params.clone(), 0.0).unwrap();
+        let loss = ddpm_train::diffusion_loss_given(&model, &schedule, x0, t, eps).unwrap();
+        optimizer_step(
+            &params,
+            loss.backward().unwrap(),
+            collective,
+            Some(1.0),
+            &mut adam,
+            1e-3,
+        )
+        .unwrap();
+        model.state_dict().unwrap()
+    };
+    let whole = step(&x0, &t, &eps, None);
+
+    let port = ddpm_dist::free_port().unwrap();
+    let halves: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|rank| {
+                let (x0, t, eps) = (
+                    x0.narrow(0, rank * 8, 8).unwrap(),
+                    t.narrow(0, rank * 8, 8).unwrap(),
+                    eps.narrow(0, rank * 8, 8).unwrap(),
+                );
+                let step = &step;
+                scope.spawn(move || {
+                    let world = WorldInfo {
+                        rank,
+                        world_size: 2,
+                        local_rank: rank,
+                        master_addr: "127.0.0.1".into(),
+                        master_port: port,
+                    };
+                    let mut collective =
+                        ddpm_dist::connect(&world, ddpm_dist::Backend::Tcp).unwrap();
+                    step(&x0, &t, &eps, Some(collective.as_mut()))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (name, want) in &whole {
+        for (rank, got) in halves.iter().enumerate() {
+            let diff = ddpm_tests::max_abs_diff(want, &got[name]);
+            assert!(diff <= 1e-5, "rank {rank}, {name}: {diff:e}");
+        }
+        assert_eq!(
+            ddpm_tests::max_abs_diff(&halves[0][name], &halves[1][name]),
+            0.0,
+            "{name}: ranks differ"
+        );
+    }
 }

@@ -36,6 +36,7 @@ fn tiny_run(dir: &Path) -> PathBuf {
         device: Device::Cpu,
         cache_dir: dir.join("cache"),
         stop: Arc::new(AtomicBool::new(false)),
+        world: ddpm_train::WorldInfo::single(),
     };
     ddpm_train::train(&config, &options).unwrap();
     run

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use ddpm_schedule::BetaKind;
-use ddpm_train::{DatasetSpec, Every, LrSchedule, ModelKind, Overrides, RunOptions, TrainConfig};
+use ddpm_train::{
+    DatasetSpec, Every, LrSchedule, ModelKind, Overrides, RunOptions, TrainConfig, TrainError,
+    WorldInfo,
+};
 
 /// Train a DDPM (Ho et al. 2020) on MNIST, anime faces or any image folder.
 ///
@@ -104,6 +107,11 @@ struct Args {
     /// Keep only the newest K checkpoints.
     #[arg(long)]
     keep_last: Option<usize>,
+    /// Data-parallel processes on this machine, one GPU each (CPU processes with --device cpu).
+    /// Across machines, start one process per GPU with torchrun's RANK, WORLD_SIZE,
+    /// LOCAL_RANK, MASTER_ADDR and MASTER_PORT set instead (docs/gpu.md).
+    #[arg(long, default_value_t = 1)]
+    gpus: usize,
     /// Continue the run in DIR from its latest checkpoint (only run-control options such as
     /// --epochs, --max-steps, --log-every, --save-every may be given with it).
     #[arg(long, value_name = "DIR")]
@@ -171,14 +179,35 @@ impl Args {
 fn main() -> Result<()> {
     ddpm_train::configure_cpu_threads();
     let args = Args::parse();
+    match run(&args) {
+        Err(e) if e.downcast_ref::<TrainError>().is_some_and(is_peer_failure) => {
+            // Another rank failed first: say so, and exit with the status the launcher reads
+            // as "not the cause".
+            eprintln!("Error: {e:#}");
+            std::process::exit(ddpm_dist::EXIT_PEER_LOST);
+        }
+        other => other,
+    }
+}
+
+fn is_peer_failure(e: &TrainError) -> bool {
+    matches!(e, TrainError::Dist(d) if d.is_peer_failure())
+}
+
+/// The resolved configuration and run directory.
+fn resolve(args: &Args) -> Result<(TrainConfig, PathBuf)> {
     let overrides = args.overrides();
-    let (config, out_dir) = match &args.resume {
+    Ok(match &args.resume {
         Some(dir) => {
             let changes = overrides.training_changes();
-            if !changes.is_empty() || args.dataset.is_some() || args.out.is_some() || args.preset.is_some() {
+            if !changes.is_empty()
+                || args.dataset.is_some()
+                || args.out.is_some()
+                || args.preset.is_some()
+            {
                 bail!(
                     "--resume continues the saved run as configured; remove {}",
-                    [changes.join(", ").as_str(), "--dataset/--out"]
+                    [changes.join(", ").as_str(), "--preset/--dataset/--out"]
                         .join(" ")
                         .trim()
                 );
@@ -202,7 +231,28 @@ fn main() -> Result<()> {
             });
             (config, out)
         }
-    };
+    })
+}
+
+/// `--gpus N`: runs this command as N rank processes with a shared run directory.
+fn launch_ranks(args: &Args, out_dir: &std::path::Path) -> Result<()> {
+    let mut child_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if args.resume.is_none() && args.out.is_none() {
+        child_args.extend(["--out".into(), out_dir.as_os_str().to_owned()]);
+    }
+    // The ranks handle Ctrl-C themselves (they stop together after a checkpoint).
+    ctrlc::set_handler(|| eprintln!("\nwaiting for the ranks to save and stop"))?;
+    eprintln!("launching {} ranks into {}", args.gpus, out_dir.display());
+    ddpm_dist::launch(args.gpus, &std::env::current_exe()?, &child_args, &[])?;
+    Ok(())
+}
+
+fn run(args: &Args) -> Result<()> {
+    let (config, out_dir) = resolve(args)?;
+    if args.gpus > 1 && !WorldInfo::env_present() {
+        return launch_ranks(args, &out_dir);
+    }
+    let world = WorldInfo::from_env()?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || {
@@ -213,33 +263,49 @@ fn main() -> Result<()> {
             std::process::exit(130);
         }
     })?;
-    let device = ddpm_train::select_device(args.device.as_deref())?;
-    eprintln!(
-        "training on {} ({} images) with the {} preset on {} into {}",
-        config.dataset.short_name(),
-        config.model.image(),
-        config.preset,
-        if device.is_cuda() { "CUDA" } else { "CPU" },
-        out_dir.display()
-    );
+    let device = match (args.device.as_deref(), world.is_distributed()) {
+        // One GPU per rank: LOCAL_RANK picks it.
+        (Some("cuda") | None, true) if candle_core::utils::cuda_is_available() => {
+            ddpm_train::select_device(Some(&format!("cuda:{}", world.local_rank)))?
+        }
+        (choice, _) => ddpm_train::select_device(choice)?,
+    };
+    if world.is_main() {
+        eprintln!(
+            "training on {} ({} images) with the {} preset on {}{} into {}",
+            config.dataset.short_name(),
+            config.model.image(),
+            config.preset,
+            if device.is_cuda() { "CUDA" } else { "CPU" },
+            if world.is_distributed() {
+                format!(" x {} ranks", world.world_size)
+            } else {
+                String::new()
+            },
+            out_dir.display()
+        );
+    }
     let options = RunOptions {
         out_dir,
         resume: args.resume.is_some(),
         device,
         cache_dir: args.cache_dir.clone(),
         stop,
+        world: world.clone(),
     };
     let summary = ddpm_train::train(&config, &options)?;
-    eprintln!(
-        "{} after {} steps; checkpoint {}; samples {}",
-        if summary.interrupted {
-            "stopped"
-        } else {
-            "done"
-        },
-        summary.steps,
-        summary.checkpoint.display(),
-        summary.final_grid.display()
-    );
+    if world.is_main() {
+        eprintln!(
+            "{} after {} steps; checkpoint {}; samples {}",
+            if summary.interrupted {
+                "stopped"
+            } else {
+                "done"
+            },
+            summary.steps,
+            summary.checkpoint.display(),
+            summary.final_grid.display()
+        );
+    }
     Ok(())
 }

@@ -66,6 +66,12 @@ fn config(
     };
     let mut config = TrainConfig::resolve("ref-mnist", lab.scale.dataset.clone(), &overrides)?;
     config.sample_every = None;
+    // The run's own final grid is only a preview here (the arms are scored separately).
+    config.sample.sampler = Sampler::Ddim {
+        steps: 20,
+        eta: 0.0,
+        clip_x0: false,
+    };
     Ok(config)
 }
 
