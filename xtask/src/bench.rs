@@ -54,6 +54,12 @@ struct Common {
     /// spin-waiting pool competes with them on a 2-core machine, so 1 is the default here.
     #[arg(long, default_value_t = 1)]
     candle_threads: usize,
+    /// Image shape CxHxW (the PyTorch figures exist for 1x28x28; 3x64x64 for sampling).
+    #[arg(long, default_value = "1x28x28")]
+    image: ImageShape,
+    /// cpu | cuda | cuda:N (GPU timings synchronise the device after every repetition).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// PyTorch CPU figures to print beside ours.
     #[arg(long, default_value = "../shared/reference/torch-anchor-cpu.json")]
     anchor: PathBuf,
@@ -119,7 +125,13 @@ fn time(warmup: usize, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result
 }
 
 /// The PyTorch figure for `what` ("train_step" / "forward_no_grad") at `ch` and `batch`.
-fn torch_ms(anchor: &serde_json::Value, what: &str, ch: &[usize], batch: usize) -> Option<f64> {
+fn torch_ms(
+    anchor: &serde_json::Value,
+    what: &str,
+    ch: &[usize],
+    batch: usize,
+    image: ImageShape,
+) -> Option<f64> {
     anchor["results"].as_array()?.iter().find_map(|r| {
         let same_ch = r["ch_list"]
             .as_array()?
@@ -130,25 +142,30 @@ fn torch_ms(anchor: &serde_json::Value, what: &str, ch: &[usize], batch: usize) 
         let same = r["what"] == what
             && same_ch
             && r["batch"].as_u64() == Some(batch as u64)
-            && r["img"] == serde_json::json!([1, 28, 28]);
+            && r["img"] == serde_json::json!(image.dims());
         if same { r["ms_median"].as_f64() } else { None }
     })
 }
 
-/// Deterministic inputs: `x` (B,1,28,28), `t` (B) u32, target noise (B,1,28,28).
-fn inputs(batch: usize, n_steps: usize) -> Result<(Tensor, Tensor, Tensor)> {
-    let dev = Device::Cpu;
-    let x = Tensor::randn(0f32, 1.0, (batch, 1, 28, 28), &dev)?;
-    let noise = Tensor::randn(0f32, 1.0, (batch, 1, 28, 28), &dev)?;
+/// Inputs: `x` (B,C,H,W), `t` (B) u32, target noise (B,C,H,W).
+fn inputs(
+    batch: usize,
+    n_steps: usize,
+    image: ImageShape,
+    dev: &Device,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let [c, h, w] = image.dims();
+    let x = Tensor::randn(0f32, 1.0, (batch, c, h, w), dev)?;
+    let noise = Tensor::randn(0f32, 1.0, (batch, c, h, w), dev)?;
     let t: Vec<u32> = (0..batch).map(|i| ((i * 7919) % n_steps) as u32).collect();
-    Ok((x, Tensor::new(t, &dev)?, noise))
+    Ok((x, Tensor::new(t, dev)?, noise))
 }
 
 /// Times `what` for one channel list.
 fn bench_one(what: &What, common: &Common, ch: &[usize], batch: usize) -> Result<Timing> {
     let spec = ModelSpec {
         kind: common.model,
-        image: ImageShape::MNIST,
+        image: common.image,
         channels: ch.to_vec(),
         pe_dim: common.pe_dim.unwrap_or(match common.model {
             ModelKind::Res => 128,
@@ -161,8 +178,9 @@ fn bench_one(what: &What, common: &Common, ch: &[usize], batch: usize) -> Result
     let config = spec
         .to_config()
         .with_context(|| format!("channels {ch:?} do not make a valid network"))?;
-    let model = Model::new(&config, &Device::Cpu, 0)?;
-    let (x, t, noise) = inputs(batch, 1000)?;
+    let dev = ddpm_train::select_device(Some(&common.device))?;
+    let model = Model::new(&config, &dev, 0)?;
+    let (x, t, noise) = inputs(batch, 1000, common.image, &dev)?;
     let times = match what {
         What::Train(_) => {
             let vars = model.trainable();
@@ -175,11 +193,13 @@ fn bench_one(what: &What, common: &Common, ch: &[usize], batch: usize) -> Result
                         .with_context(|| format!("no gradient for {name}"))?;
                     var.set(&(var.as_tensor() - (g * 1e-3)?)?)?;
                 }
+                dev.synchronize()?;
                 Ok(())
             })?
         }
         What::Sample(_) => time(common.warmup, common.reps, || {
             model.forward(&x, &t, false)?.to_dtype(DType::F32)?;
+            dev.synchronize()?;
             Ok(())
         })?,
     };
@@ -259,7 +279,7 @@ pub fn run(args: Args) -> Result<()> {
         let torch = anchor
             .as_ref()
             .filter(|_| reference)
-            .and_then(|a| torch_ms(a, torch_what, &ch, batch));
+            .and_then(|a| torch_ms(a, torch_what, &ch, batch, common.image));
         let torch = torch.map_or("n/a".to_string(), |ms| {
             format!("{ms:.1} ms (ratio ours/torch {:.2})", t.median / ms)
         });
