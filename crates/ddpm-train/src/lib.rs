@@ -19,7 +19,8 @@ mod optim;
 mod run;
 
 pub use config::{
-    DatasetSpec, Every, LrSchedule, Overrides, PRESETS, Recipe, SampleSettings, TrainConfig,
+    DatasetSpec, DefaultData, Every, LrSchedule, Overrides, PRESETS, Recipe, SampleSettings,
+    TrainConfig,
 };
 pub use data::load_dataset;
 /// The data-parallel world of a process (re-exported for callers of [`train`]).

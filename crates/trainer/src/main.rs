@@ -8,8 +8,8 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use ddpm_schedule::BetaKind;
 use ddpm_train::{
-    DatasetSpec, Every, LrSchedule, ModelKind, Overrides, RunOptions, TrainConfig, TrainError,
-    WorldInfo,
+    DatasetSpec, DefaultData, Every, LrSchedule, ModelKind, Overrides, RunOptions, TrainConfig,
+    TrainError, WorldInfo,
 };
 
 /// Train a DDPM (Ho et al. 2020) on MNIST, anime faces or any image folder.
@@ -21,8 +21,8 @@ use ddpm_train::{
 #[derive(Debug, Parser)]
 #[command(name = "trainer", version)]
 struct Args {
-    /// mnist | anime | embedded | folder:PATH [default: mnist if data/mnist holds it, else
-    /// embedded; anime for the anime presets]
+    /// mnist | anime | embedded | folder:PATH [default: embedded for quick; mnist if data/mnist
+    /// holds it, else embedded, for the MNIST presets; anime for the anime presets]
     #[arg(long)]
     dataset: Option<String>,
     /// Folder of the dataset (default data/mnist or data/anime-faces).
@@ -164,14 +164,17 @@ impl Args {
     }
 
     fn dataset(&self) -> Result<DatasetSpec> {
-        let anime = ddpm_train::Recipe::preset(self.preset())?.anime;
+        let default = ddpm_train::Recipe::preset(self.preset())?.default_data;
         let data_dir = self.data_dir.as_deref();
-        Ok(match (&self.dataset, anime) {
+        Ok(match (&self.dataset, default) {
             (Some(name), _) => {
                 DatasetSpec::parse(name, data_dir, self.image_size, self.image_channels)?
             }
-            (None, true) => DatasetSpec::parse("anime", data_dir, self.image_size, 3)?,
-            (None, false) => DatasetSpec::default_mnist(data_dir),
+            (None, DefaultData::Anime) => {
+                DatasetSpec::parse("anime", data_dir, self.image_size, 3)?
+            }
+            (None, DefaultData::MnistIfPresent) => DatasetSpec::default_mnist(data_dir),
+            (None, DefaultData::Embedded) => DatasetSpec::Embedded,
         })
     }
 }
