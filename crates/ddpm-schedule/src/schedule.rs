@@ -17,6 +17,23 @@ pub enum BetaKind {
     Cosine,
 }
 
+impl std::str::FromStr for BetaKind {
+    type Err = crate::ScheduleError;
+
+    /// `linear`, `linear-scaled` or `cosine`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "linear" => Ok(BetaKind::Linear),
+            "linear-scaled" => Ok(BetaKind::LinearScaled),
+            "cosine" => Ok(BetaKind::Cosine),
+            _ => invalid(
+                "schedule",
+                format!("`{s}`: use linear, linear-scaled or cosine"),
+            ),
+        }
+    }
+}
+
 /// The variance of a DDPM reverse step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

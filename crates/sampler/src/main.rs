@@ -49,7 +49,7 @@ struct Args {
     #[arg(long)]
     residual_from_input: bool,
     /// With --weights: linear | linear-scaled | cosine
-    #[arg(long, default_value = "linear", value_parser = parse_schedule)]
+    #[arg(long, default_value = "linear")]
     schedule: BetaKind,
     /// ddpm | ddim
     #[arg(long, default_value = "ddpm")]
@@ -103,17 +103,6 @@ struct Args {
     /// cpu | cuda | cuda:N [default: CUDA when available]
     #[arg(long)]
     device: Option<String>,
-}
-
-fn parse_schedule(s: &str) -> Result<BetaKind, String> {
-    match s {
-        "linear" => Ok(BetaKind::Linear),
-        "linear-scaled" => Ok(BetaKind::LinearScaled),
-        "cosine" => Ok(BetaKind::Cosine),
-        _ => Err(format!(
-            "unknown schedule `{s}`: use linear, linear-scaled or cosine"
-        )),
-    }
 }
 
 impl Args {

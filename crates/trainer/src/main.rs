@@ -54,7 +54,7 @@ struct Args {
     #[arg(long)]
     n_steps: Option<usize>,
     /// linear (the reference's, unscaled) | linear-scaled | cosine
-    #[arg(long, value_parser = parse_schedule)]
+    #[arg(long)]
     schedule: Option<BetaKind>,
     /// Images per optimizer step.
     #[arg(long)]
@@ -116,17 +116,6 @@ struct Args {
     /// --epochs, --max-steps, --log-every, --save-every may be given with it).
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
-}
-
-fn parse_schedule(s: &str) -> Result<BetaKind, String> {
-    match s {
-        "linear" => Ok(BetaKind::Linear),
-        "linear-scaled" => Ok(BetaKind::LinearScaled),
-        "cosine" => Ok(BetaKind::Cosine),
-        _ => Err(format!(
-            "unknown schedule `{s}`: use linear, linear-scaled or cosine"
-        )),
-    }
 }
 
 impl Args {
