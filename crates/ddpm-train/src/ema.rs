@@ -7,7 +7,8 @@ use ddpm_unet::Model;
 
 use crate::{Result, TrainError};
 
-/// Shadow weights `ema = decay·ema + (1-decay)·θ`, updated after every optimizer step.
+/// Shadow weights `ema = d·ema + (1-d)·θ`, updated after every optimizer step, with the decay
+/// `d` warming up to its target (see [`Ema::decay_at`]).
 #[derive(Debug)]
 pub struct Ema {
     decay: f64,
@@ -24,11 +25,19 @@ impl Ema {
         Ok(Self { decay, shadow })
     }
 
-    /// Folds the current weights into the average.
-    pub fn update(&mut self, params: &[(String, Var)]) -> Result<()> {
+    /// The decay used after `step` optimizer steps: `min(decay, (1+step)/(10+step))`, a warm-up
+    /// so that short runs do not keep a share of the random initial weights (measured: with a
+    /// plain 0.995, 5% of the initialisation remained after 600 steps and the EMA sampled worse
+    /// than the raw weights).
+    pub fn decay_at(&self, step: u64) -> f64 {
+        self.decay.min((1.0 + step as f64) / (10.0 + step as f64))
+    }
+
+    /// Folds the current weights into the average after optimizer step `step` (1-based).
+    pub fn update(&mut self, params: &[(String, Var)], step: u64) -> Result<()> {
+        let decay = self.decay_at(step);
         for ((_, shadow), (_, var)) in self.shadow.iter_mut().zip(params) {
-            *shadow =
-                ((&*shadow * self.decay)? + (var.as_tensor() * (1.0 - self.decay))?)?.detach();
+            *shadow = ((&*shadow * decay)? + (var.as_tensor() * (1.0 - decay))?)?.detach();
         }
         Ok(())
     }
@@ -59,5 +68,32 @@ impl Ema {
             *shadow = saved.to_device(shadow.device())?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn the_decay_warms_up_to_its_target() {
+        let x = Var::from_tensor(&Tensor::new(&[1f32], &Device::Cpu).unwrap()).unwrap();
+        let ema = Ema::new(&[("x".to_string(), x)], 0.995).unwrap();
+        assert!((ema.decay_at(1) - 2.0 / 11.0).abs() < 1e-12);
+        assert!((ema.decay_at(90) - 0.91).abs() < 1e-12);
+        assert_eq!(ema.decay_at(10_000), 0.995);
+    }
+
+    #[test]
+    fn an_update_moves_the_average_toward_the_weights() {
+        let x = Var::from_tensor(&Tensor::new(&[0f32], &Device::Cpu).unwrap()).unwrap();
+        let params = vec![("x".to_string(), x.clone())];
+        let mut ema = Ema::new(&params, 0.9).unwrap();
+        x.set(&Tensor::new(&[1f32], &Device::Cpu).unwrap()).unwrap();
+        ema.update(&params, 1).unwrap();
+        // step 1: decay min(0.9, 2/11) = 2/11, so the average moves 9/11 of the way.
+        let got = ema.shadow[0].1.to_vec1::<f32>().unwrap()[0];
+        assert!((got - 9.0 / 11.0).abs() < 1e-6, "{got}");
     }
 }

@@ -104,7 +104,7 @@ impl Trainer<'_> {
         )?;
         self.sync_buffers()?;
         if let Some(ema) = &mut self.ema {
-            ema.update(&self.params)?;
+            ema.update(&self.params, self.adam.state().step)?;
         }
         Ok(value)
     }
