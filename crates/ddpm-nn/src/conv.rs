@@ -253,6 +253,23 @@ pub struct Conv2d {
     padding: usize,
 }
 
+/// Rejects a convolution with a zero size, naming the module and every size.
+fn check_sizes(
+    module: &'static str,
+    in_c: usize,
+    out_c: usize,
+    kernel: usize,
+    stride: usize,
+) -> Result<()> {
+    if kernel == 0 || stride == 0 || in_c == 0 || out_c == 0 {
+        return Err(bad_config(
+            module,
+            format!("in {in_c}, out {out_c}, kernel {kernel}, stride {stride}: all must be >= 1"),
+        ));
+    }
+    Ok(())
+}
+
 impl Conv2d {
     /// Requests `weight` (out,in,k,k) and `bias` (out) from `vb`.
     pub fn new(
@@ -263,14 +280,7 @@ impl Conv2d {
         stride: usize,
         padding: usize,
     ) -> Result<Self> {
-        if kernel == 0 || stride == 0 || in_c == 0 || out_c == 0 {
-            return Err(bad_config(
-                "Conv2d",
-                format!(
-                    "in {in_c}, out {out_c}, kernel {kernel}, stride {stride}: all must be >= 1"
-                ),
-            ));
-        }
+        check_sizes("Conv2d", in_c, out_c, kernel, stride)?;
         let init = InitSpec::torch_default(in_c * kernel * kernel).to_init();
         Ok(Conv2d {
             weight: vb.get_with_hints((out_c, in_c, kernel, kernel), "weight", init)?,
@@ -319,14 +329,7 @@ impl ConvTranspose2d {
         padding: usize,
         output_padding: usize,
     ) -> Result<Self> {
-        if kernel == 0 || stride == 0 || in_c == 0 || out_c == 0 {
-            return Err(bad_config(
-                "ConvTranspose2d",
-                format!(
-                    "in {in_c}, out {out_c}, kernel {kernel}, stride {stride}: all must be >= 1"
-                ),
-            ));
-        }
+        check_sizes("ConvTranspose2d", in_c, out_c, kernel, stride)?;
         let init = InitSpec::torch_default(out_c * kernel * kernel).to_init();
         Ok(ConvTranspose2d {
             weight: vb.get_with_hints((in_c, out_c, kernel, kernel), "weight", init)?,
