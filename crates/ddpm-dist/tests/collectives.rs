@@ -176,10 +176,16 @@ fn a_rank_that_leaves_mid_run_fails_the_others_quickly() {
         matches!(e0, DistError::PeerLost { rank: 2, .. }),
         "rank 0: {e0}"
     );
-    let e1 = results[1].as_ref().unwrap().to_string();
+    // Rank 1 learns of the failure either from rank 0's abort message or, when rank 0 has
+    // already closed the connection before that message is read, as rank 0 being gone (a
+    // timing race seen in CI-like runs). Either way it must be a prompt peer failure.
+    let e1 = results[1].as_ref().unwrap();
+    let text = e1.to_string();
+    assert!(e1.is_peer_failure(), "rank 1: {text}");
     assert!(
-        e1.contains("aborted by rank 0") && e1.contains("rank 2"),
-        "rank 1: {e1}"
+        (text.contains("aborted by rank 0") && text.contains("rank 2"))
+            || text.contains("rank 0 is gone"),
+        "rank 1: {text}"
     );
 }
 
