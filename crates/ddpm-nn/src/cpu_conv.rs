@@ -85,7 +85,71 @@ impl Geom {
     }
 }
 
+/// The run of one im2col row that a same-size convolution copies in one piece (see
+/// [`Geom::shift_run`]).
+struct ShiftRun {
+    /// Offset of the input element read by column entry `e`: `e as isize + offset`.
+    offset: isize,
+    /// Column entries `start..end` of the row are read from the input.
+    start: usize,
+    end: usize,
+    /// Output columns `lo..hi` read inside the input row; the others inside the run wrap
+    /// around into the neighbouring input row and must be zero.
+    lo: usize,
+    hi: usize,
+}
+
+impl Geom {
+    /// Stride 1 with an output the size of the input (`2·pad = k − 1`, as every 3x3 padding-1
+    /// convolution): each im2col row is the input plane shifted by one offset.
+    fn is_same_size(&self) -> bool {
+        self.stride == 1 && self.ho == self.h && self.wo == self.w
+    }
+
+    /// For a same-size geometry: where the row of kernel tap `(i, j)` reads the input.
+    fn shift_run(&self, i: usize, j: usize) -> Option<ShiftRun> {
+        let (lo, hi) = self.valid_cols(j);
+        let oh_lo = self.pad.saturating_sub(i);
+        let oh_hi = (self.h + self.pad).saturating_sub(i).min(self.ho);
+        if lo >= hi || oh_lo >= oh_hi {
+            return None;
+        }
+        Some(ShiftRun {
+            offset: (i as isize - self.pad as isize) * self.w as isize + j as isize
+                - self.pad as isize,
+            start: oh_lo * self.wo + lo,
+            end: (oh_hi - 1) * self.wo + hi,
+            lo,
+            hi,
+        })
+    }
+}
+
+impl ShiftRun {
+    /// Sets the wrapped-around entries of `row` (inside the run) to zero.
+    fn zero_wrapped<T: Elem>(&self, row: &mut [T], wo: usize) {
+        let mut line = self.start - self.lo;
+        while line < self.end {
+            for e in (line..line + self.lo).chain(line + self.hi..line + wo) {
+                if (self.start..self.end).contains(&e) {
+                    row[e] = T::default();
+                }
+            }
+            line += wo;
+        }
+    }
+
+    /// The input elements the run reads.
+    fn source<'a, T>(&self, plane: &'a [T]) -> &'a [T] {
+        let first = (self.start as isize + self.offset) as usize;
+        &plane[first..first + (self.end - self.start)]
+    }
+}
+
 /// `cols[(c*k+i)*k+j, oh*wo+ow] = x[c, oh*s+i-p, ow*s+j-p]` (zero outside).
+///
+/// Same-size geometries copy each row as one run; entries outside it are never written, so
+/// `cols` must start zeroed and be reused only for the same geometry (see [`col_buffer`]).
 fn im2col<T: Elem>(g: &Geom, x: &[T], cols: &mut [T]) {
     let px = g.out_px();
     for c in 0..g.c_in {
@@ -93,6 +157,13 @@ fn im2col<T: Elem>(g: &Geom, x: &[T], cols: &mut [T]) {
         for i in 0..g.k {
             for j in 0..g.k {
                 let row = &mut cols[((c * g.k + i) * g.k + j) * px..][..px];
+                if g.is_same_size() {
+                    if let Some(run) = g.shift_run(i, j) {
+                        row[run.start..run.end].copy_from_slice(run.source(plane));
+                        run.zero_wrapped(row, g.wo);
+                    }
+                    continue;
+                }
                 for oh in 0..g.ho {
                     let dst = &mut row[oh * g.wo..(oh + 1) * g.wo];
                     match g.src(oh, i, g.h) {
@@ -102,13 +173,8 @@ fn im2col<T: Elem>(g: &Geom, x: &[T], cols: &mut [T]) {
                             let (lo, hi) = g.valid_cols(j);
                             dst[..lo].fill(T::default());
                             dst[hi..].fill(T::default());
-                            if g.stride == 1 {
-                                let start = lo + j - g.pad;
-                                dst[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
-                            } else {
-                                for (ow, d) in dst.iter_mut().enumerate().take(hi).skip(lo) {
-                                    *d = src[ow * g.stride + j - g.pad];
-                                }
+                            for (ow, d) in dst.iter_mut().enumerate().take(hi).skip(lo) {
+                                *d = src[ow * g.stride + j - g.pad];
                             }
                         }
                     }
@@ -119,14 +185,25 @@ fn im2col<T: Elem>(g: &Geom, x: &[T], cols: &mut [T]) {
 }
 
 /// Adds every column entry back to the input pixel it was read from (adjoint of [`im2col`]),
-/// on top of what `x` holds.
-fn col2im<T: Elem>(g: &Geom, cols: &[T], x: &mut [T]) {
+/// on top of what `x` holds. Same-size geometries zero the wrapped entries of `cols` first.
+fn col2im<T: Elem>(g: &Geom, cols: &mut [T], x: &mut [T]) {
     let px = g.out_px();
     for c in 0..g.c_in {
         let plane = &mut x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for i in 0..g.k {
             for j in 0..g.k {
-                let row = &cols[((c * g.k + i) * g.k + j) * px..][..px];
+                let row = &mut cols[((c * g.k + i) * g.k + j) * px..][..px];
+                if g.is_same_size() {
+                    if let Some(run) = g.shift_run(i, j) {
+                        run.zero_wrapped(row, g.wo);
+                        let first = (run.start as isize + run.offset) as usize;
+                        let dst = &mut plane[first..first + (run.end - run.start)];
+                        for (d, &v) in dst.iter_mut().zip(&row[run.start..run.end]) {
+                            *d += v;
+                        }
+                    }
+                    continue;
+                }
                 for oh in 0..g.ho {
                     let Some(ih) = g.src(oh, i, g.h) else {
                         continue;
@@ -134,15 +211,8 @@ fn col2im<T: Elem>(g: &Geom, cols: &[T], x: &mut [T]) {
                     let dst = &mut plane[ih * g.w..(ih + 1) * g.w];
                     let src = &row[oh * g.wo..(oh + 1) * g.wo];
                     let (lo, hi) = g.valid_cols(j);
-                    if g.stride == 1 {
-                        let start = lo + j - g.pad;
-                        for (d, &v) in dst[start..start + hi - lo].iter_mut().zip(&src[lo..hi]) {
-                            *d += v;
-                        }
-                    } else {
-                        for (ow, &v) in src.iter().enumerate().take(hi).skip(lo) {
-                            dst[ow * g.stride + j - g.pad] += v;
-                        }
+                    for (ow, &v) in src.iter().enumerate().take(hi).skip(lo) {
+                        dst[ow * g.stride + j - g.pad] += v;
                     }
                 }
             }

@@ -19,9 +19,13 @@ const CONVTS: [(&str, ConvTFn); 2] = [
 ];
 use support::{conv_transpose2d_ref, conv2d_ref, max_diff, rand_tensor};
 
-/// (batch, c_in, c_out, size, k, stride, padding)
-const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize); 5] = [
+/// (batch, c_in, c_out, size, k, stride, padding). The same-size ones (stride 1, 2·padding =
+/// k − 1) take the kernels' shifted-run path, down to a 1x1 plane where most taps read nothing.
+const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize); 8] = [
     (5, 3, 4, 6, 3, 1, 1),
+    (2, 3, 2, 5, 5, 1, 2),
+    (2, 2, 3, 1, 3, 1, 1),
+    (1, 2, 2, 4, 3, 1, 0),
     (2, 2, 3, 7, 3, 2, 1),
     (1, 3, 2, 5, 1, 1, 0),
     (2, 2, 2, 6, 2, 2, 0),

@@ -91,10 +91,7 @@ impl ModelSpec {
                         format!("widths {channels:?} must be positive multiples of the first"),
                     );
                 }
-                let groups = [32usize, 16, 8, 4, 2, 1]
-                    .into_iter()
-                    .find(|g| base % g == 0)
-                    .unwrap_or(1);
+                let groups = crate::config::norm_groups_for(base);
                 let lowest = image.height >> (channels.len() - 1);
                 let attn = self
                     .attn_resolutions

@@ -68,10 +68,10 @@ fn modern_unet_explains_bad_configs() {
         "{four_levels}"
     );
     let groups = modern_error(ModernUNetConfig {
-        base_channels: 24,
+        base_channels: 20,
         ..mnist.clone()
     });
-    assert!(groups.contains("level width 24"), "{groups}");
+    assert!(groups.contains("level width 20"), "{groups}");
     let attn = modern_error(ModernUNetConfig {
         attn_resolutions: vec![16],
         ..mnist.clone()
