@@ -146,17 +146,33 @@ impl ShiftRun {
     }
 }
 
-/// `cols[(c*k+i)*k+j, oh*wo+ow] = x[c, oh*s+i-p, ow*s+j-p]` (zero outside).
+/// Where one sample's rows sit in a matrix of several samples side by side: row `r` starts at
+/// `r * stride + offset`.
+#[derive(Debug, Clone, Copy)]
+struct RowsAt {
+    stride: usize,
+    offset: usize,
+}
+
+impl RowsAt {
+    /// Start of row `r`.
+    fn start(&self, r: usize) -> usize {
+        r * self.stride + self.offset
+    }
+}
+
+/// `cols[(c*k+i)*k+j, oh*wo+ow] = x[c, oh*s+i-p, ow*s+j-p]` (zero outside), each row placed as
+/// `rows` says.
 ///
 /// Same-size geometries copy each row as one run; entries outside it are never written, so
 /// `cols` must start zeroed and be reused only for the same geometry (see [`col_buffer`]).
-fn im2col<T: Elem>(g: &Geom, x: &[T], cols: &mut [T]) {
+fn im2col<T: Elem>(g: &Geom, x: &[T], cols: &mut [T], rows: RowsAt) {
     let px = g.out_px();
     for c in 0..g.c_in {
         let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for i in 0..g.k {
             for j in 0..g.k {
-                let row = &mut cols[((c * g.k + i) * g.k + j) * px..][..px];
+                let row = &mut cols[rows.start((c * g.k + i) * g.k + j)..][..px];
                 if g.is_same_size() {
                     if let Some(run) = g.shift_run(i, j) {
                         row[run.start..run.end].copy_from_slice(run.source(plane));
@@ -186,13 +202,13 @@ fn im2col<T: Elem>(g: &Geom, x: &[T], cols: &mut [T]) {
 
 /// Adds every column entry back to the input pixel it was read from (adjoint of [`im2col`]),
 /// on top of what `x` holds. Same-size geometries zero the wrapped entries of `cols` first.
-fn col2im<T: Elem>(g: &Geom, cols: &mut [T], x: &mut [T]) {
+fn col2im<T: Elem>(g: &Geom, cols: &mut [T], rows: RowsAt, x: &mut [T]) {
     let px = g.out_px();
     for c in 0..g.c_in {
         let plane = &mut x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for i in 0..g.k {
             for j in 0..g.k {
-                let row = &mut cols[((c * g.k + i) * g.k + j) * px..][..px];
+                let row = &mut cols[rows.start((c * g.k + i) * g.k + j)..][..px];
                 if g.is_same_size() {
                     if let Some(run) = g.shift_run(i, j) {
                         run.zero_wrapped(row, g.wo);
@@ -277,125 +293,231 @@ pub(crate) fn gemm<T: Elem>(
     }
 }
 
-/// Fills each `plane`-sized channel of `out` with that channel's bias.
+/// Columns a GEMM should get before samples are grouped into one: on small planes (7x7, 3x3,
+/// 1x1) a per-sample GEMM is nearly a matrix-vector product that re-reads the whole kernel for
+/// every sample.
+const MIN_GEMM_COLS: usize = 256;
+
+/// Samples that share one GEMM: enough for [`MIN_GEMM_COLS`] columns, with at least one group
+/// per thread.
+fn group_size(g: &Geom) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    MIN_GEMM_COLS
+        .div_ceil(g.out_px())
+        .min(g.batch.div_ceil(threads))
+        .max(1)
+}
+
+/// Fills each `plane`-sized channel of `out` with that channel's bias (`out` may hold several
+/// samples: the bias repeats).
 fn fill_bias<T: Elem>(out: &mut [T], bias: &[T], plane: usize) {
-    for (dst, &b) in out.chunks_mut(plane).zip(bias) {
+    for (dst, &b) in out.chunks_mut(plane).zip(bias.iter().cycle()) {
         dst.fill(b);
     }
 }
 
-/// A per-task column buffer (empty for pointwise convolutions, which need none).
-fn col_buffer<T: Elem>(g: &Geom) -> Vec<T> {
-    let len = if g.is_pointwise() {
-        0
-    } else {
-        g.col_rows() * g.out_px()
-    };
-    vec![T::default(); len]
+/// Lays `n` samples of `rows x len` side by side: `dst[r, s*len..(s+1)*len] = src[s][r]`.
+fn gather<T: Elem>(src: &[T], rows: usize, len: usize, dst: &mut [T]) {
+    let n = src.len() / (rows * len);
+    for (s, sample) in src.chunks(rows * len).enumerate() {
+        for (r, row) in sample.chunks(len).enumerate() {
+            dst[r * n * len + s * len..][..len].copy_from_slice(row);
+        }
+    }
 }
 
-/// The column matrix of sample `x_n`: the sample itself when pointwise, else `im2col` into `buf`.
-fn columns<'a, T: Elem>(g: &Geom, x_n: &'a [T], buf: &'a mut [T]) -> &'a [T] {
-    if g.is_pointwise() {
-        x_n
+/// The inverse of [`gather`]: `dst[s][r] = src[r, s*len..(s+1)*len]`.
+fn scatter<T: Elem>(src: &[T], rows: usize, len: usize, dst: &mut [T]) {
+    let n = dst.len() / (rows * len);
+    for (s, sample) in dst.chunks_mut(rows * len).enumerate() {
+        for (r, row) in sample.chunks_mut(len).enumerate() {
+            row.copy_from_slice(&src[r * n * len + s * len..][..len]);
+        }
+    }
+}
+
+/// Per-task buffers for groups of up to `group` samples.
+struct Scratch<T> {
+    /// Column matrices (`col_rows x group·px`), or a GEMM result of that size.
+    cols: Vec<T>,
+    /// A gathered operand or a result to scatter (`panel_rows x group·px`).
+    panel: Vec<T>,
+}
+
+impl<T: Elem> Scratch<T> {
+    /// Zeroed buffers (see [`im2col`] for why `cols` must start zeroed).
+    fn new(g: &Geom, group: usize, panel_rows: usize) -> Self {
+        let width = group * g.out_px();
+        let cols = if g.is_pointwise() && group == 1 {
+            0
+        } else {
+            g.col_rows() * width
+        };
+        let panel = if group == 1 { 0 } else { panel_rows * width };
+        Scratch {
+            cols: vec![T::default(); cols],
+            panel: vec![T::default(); panel],
+        }
+    }
+}
+
+/// The column matrix of the samples `x` (at most `group` of them, side by side): `x` itself for
+/// one sample of a pointwise convolution, else built in `buf`.
+fn columns<'a, T: Elem>(g: &Geom, x: &'a [T], buf: &'a mut [T], group: usize) -> Mat<'a, T> {
+    let n = x.len() / g.in_len();
+    let px = g.out_px();
+    let (data, stored_cols) = if g.is_pointwise() && n == 1 {
+        (x, px)
+    } else if g.is_pointwise() {
+        gather(x, g.c_in, px, &mut buf[..g.c_in * n * px]);
+        (&*buf, n * px)
     } else {
-        im2col(g, x_n, buf);
-        buf
+        // A fixed row stride keeps every entry's position the same from call to call.
+        let stride = group * px;
+        for (s, x_s) in x.chunks(g.in_len()).enumerate() {
+            let rows = RowsAt {
+                stride,
+                offset: s * px,
+            };
+            im2col(g, x_s, buf, rows);
+        }
+        (&*buf, stride)
+    };
+    Mat {
+        data,
+        stored_cols,
+        trans: false,
+    }
+}
+
+/// `dy` of `n` samples as a `c_out x n·px` operand: itself for one sample, else gathered.
+fn dy_panel<'a, T: Elem>(g: &Geom, dy: &'a [T], panel: &'a mut [T]) -> Mat<'a, T> {
+    let n = dy.len() / g.out_len();
+    let px = g.out_px();
+    let data = if n == 1 {
+        dy
+    } else {
+        gather(dy, g.c_out, px, &mut panel[..g.c_out * n * px]);
+        &*panel
+    };
+    Mat {
+        data,
+        stored_cols: n * px,
+        trans: false,
     }
 }
 
 /// Ordinary convolution: `x` (B, c_in, h, w), `w` (c_out, c_in, k, k), `bias` (c_out)
 /// -> (B, c_out, ho, wo).
 pub(crate) fn conv_forward<T: Elem>(g: &Geom, x: &[T], w: &[T], bias: &[T]) -> Vec<T> {
+    let group = group_size(g);
+    let px = g.out_px();
     let mut y = vec![T::default(); g.batch * g.out_len()];
     let wm = Mat {
         data: w,
         stored_cols: g.col_rows(),
         trans: false,
     };
-    y.par_chunks_mut(g.out_len()).enumerate().for_each_init(
-        || col_buffer(g),
-        |buf, (n, y_n)| {
-            let cols = columns(g, &x[n * g.in_len()..(n + 1) * g.in_len()], buf);
-            let cm = Mat {
-                data: cols,
-                stored_cols: g.out_px(),
-                trans: false,
-            };
-            fill_bias(y_n, bias, g.out_px());
-            gemm(g.c_out, g.out_px(), g.col_rows(), y_n, wm, cm, true);
-        },
-    );
+    y.par_chunks_mut(group * g.out_len())
+        .enumerate()
+        .for_each_init(
+            || Scratch::new(g, group, g.c_out),
+            |s, (gi, y_g)| {
+                let n = y_g.len() / g.out_len();
+                let x_g = &x[gi * group * g.in_len()..][..n * g.in_len()];
+                let cols = columns(g, x_g, &mut s.cols, group);
+                if n == 1 {
+                    fill_bias(y_g, bias, px);
+                    gemm(g.c_out, px, g.col_rows(), y_g, wm, cols, true);
+                } else {
+                    let out = &mut s.panel[..g.c_out * n * px];
+                    fill_bias(out, bias, n * px);
+                    gemm(g.c_out, n * px, g.col_rows(), out, wm, cols, true);
+                    scatter(out, g.c_out, px, y_g);
+                }
+            },
+        );
     y
 }
 
 /// Input gradient: `dy` (B, c_out, ho, wo), `w` (c_out, c_in, k, k) -> (B, c_in, h, w), plus
 /// `bias` (c_in) per channel (the transposed convolution's bias; zeros for a gradient).
 pub(crate) fn conv_backward_input<T: Elem>(g: &Geom, dy: &[T], w: &[T], bias: &[T]) -> Vec<T> {
+    let group = group_size(g);
+    let px = g.out_px();
     let mut dx = vec![T::default(); g.batch * g.in_len()];
     let wt = Mat {
         data: w,
         stored_cols: g.col_rows(),
         trans: true,
     };
-    dx.par_chunks_mut(g.in_len()).enumerate().for_each_init(
-        || col_buffer(g),
-        |cols, (n, dx_n)| {
-            let dy_n = &dy[n * g.out_len()..(n + 1) * g.out_len()];
-            let dm = Mat {
-                data: dy_n,
-                stored_cols: g.out_px(),
-                trans: false,
-            };
-            fill_bias(dx_n, bias, g.h * g.w);
-            if g.is_pointwise() {
-                gemm(g.c_in, g.out_px(), g.c_out, dx_n, wt, dm, true);
-            } else {
-                gemm(g.col_rows(), g.out_px(), g.c_out, cols, wt, dm, false);
-                col2im(g, cols, dx_n);
-            }
-        },
-    );
+    dx.par_chunks_mut(group * g.in_len())
+        .enumerate()
+        .for_each_init(
+            || Scratch::new(g, group, g.c_out),
+            |s, (gi, dx_g)| {
+                let n = dx_g.len() / g.in_len();
+                let dy_g = &dy[gi * group * g.out_len()..][..n * g.out_len()];
+                let dm = dy_panel(g, dy_g, &mut s.panel);
+                if g.is_pointwise() && n == 1 {
+                    fill_bias(dx_g, bias, px);
+                    gemm(g.c_in, px, g.c_out, dx_g, wt, dm, true);
+                } else if g.is_pointwise() {
+                    let out = &mut s.cols[..g.c_in * n * px];
+                    fill_bias(out, bias, n * px);
+                    gemm(g.c_in, n * px, g.c_out, out, wt, dm, true);
+                    scatter(out, g.c_in, px, dx_g);
+                } else {
+                    let out = &mut s.cols[..g.col_rows() * n * px];
+                    gemm(g.col_rows(), n * px, g.c_out, out, wt, dm, false);
+                    for (si, dx_s) in dx_g.chunks_mut(g.in_len()).enumerate() {
+                        fill_bias(dx_s, bias, g.h * g.w);
+                        let rows = RowsAt {
+                            stride: n * px,
+                            offset: si * px,
+                        };
+                        col2im(g, out, rows, dx_s);
+                    }
+                }
+            },
+        );
     dx
 }
 
 /// Weight and bias gradients: `x` (B, c_in, h, w), `dy` (B, c_out, ho, wo) ->
 /// `[dw (c_out, c_in, k, k), db (c_out)]` packed in one vector.
 pub(crate) fn conv_backward_weight<T: Elem>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
+    let group = group_size(g);
+    let px = g.out_px();
     let wlen = g.c_out * g.col_rows();
+    let groups = g.batch.div_ceil(group);
     let threads = rayon::current_num_threads().max(1);
-    let per = g.batch.div_ceil(threads).max(1);
-    let partials: Vec<Vec<T>> = (0..g.batch.div_ceil(per))
+    let per = groups.div_ceil(threads).max(1);
+    let partials: Vec<Vec<T>> = (0..groups.div_ceil(per))
         .into_par_iter()
         .map(|chunk| {
             let mut grads = vec![T::default(); wlen + g.c_out];
-            let mut buf = col_buffer(g);
-            for n in chunk * per..((chunk + 1) * per).min(g.batch) {
-                let cols = columns(g, &x[n * g.in_len()..(n + 1) * g.in_len()], &mut buf);
-                let dy_n = &dy[n * g.out_len()..(n + 1) * g.out_len()];
-                let dm = Mat {
-                    data: dy_n,
-                    stored_cols: g.out_px(),
-                    trans: false,
-                };
+            let mut s = Scratch::new(g, group, g.c_out);
+            for gi in chunk * per..((chunk + 1) * per).min(groups) {
+                let first = gi * group;
+                let n = group.min(g.batch - first);
+                let cols = columns(
+                    g,
+                    &x[first * g.in_len()..][..n * g.in_len()],
+                    &mut s.cols,
+                    group,
+                );
+                let dy_g = &dy[first * g.out_len()..][..n * g.out_len()];
+                let dm = dy_panel(g, dy_g, &mut s.panel);
                 let ct = Mat {
-                    data: cols,
-                    stored_cols: g.out_px(),
                     trans: true,
+                    ..cols
                 };
                 let (dw, db) = grads.split_at_mut(wlen);
-                gemm(
-                    g.c_out,
-                    g.col_rows(),
-                    g.out_px(),
-                    dw,
-                    dm,
-                    ct,
-                    n > chunk * per,
-                );
-                for (db, row) in db.iter_mut().zip(dy_n.chunks(g.out_px())) {
+                gemm(g.c_out, g.col_rows(), n * px, dw, dm, ct, gi > chunk * per);
+                for (row, channel) in dy_g.chunks(px).zip((0..g.c_out).cycle()) {
                     for &v in row {
-                        *db += v;
+                        db[channel] += v;
                     }
                 }
             }

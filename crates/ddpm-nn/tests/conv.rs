@@ -21,7 +21,10 @@ use support::{conv_transpose2d_ref, conv2d_ref, max_diff, rand_tensor};
 
 /// (batch, c_in, c_out, size, k, stride, padding). The same-size ones (stride 1, 2·padding =
 /// k − 1) take the kernels' shifted-run path, down to a 1x1 plane where most taps read nothing.
-const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize); 8] = [
+/// Small planes put several samples into one GEMM (the last group smaller than the others).
+const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize); 10] = [
+    (9, 3, 4, 3, 3, 1, 1),
+    (7, 3, 2, 2, 1, 1, 0),
     (5, 3, 4, 6, 3, 1, 1),
     (2, 3, 2, 5, 5, 1, 2),
     (2, 2, 3, 1, 3, 1, 1),

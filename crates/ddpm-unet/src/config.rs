@@ -457,7 +457,15 @@ mod tests {
 
     #[test]
     fn groups_keep_several_channels_each() {
-        let cases = [(16, 4), (32, 8), (64, 16), (128, 32), (256, 32), (10, 2), (3, 1)];
+        let cases = [
+            (16, 4),
+            (32, 8),
+            (64, 16),
+            (128, 32),
+            (256, 32),
+            (10, 2),
+            (3, 1),
+        ];
         for (base, groups) in cases {
             assert_eq!(norm_groups_for(base), groups, "base {base}");
             assert_eq!(base % groups, 0);
