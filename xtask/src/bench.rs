@@ -54,6 +54,10 @@ struct Common {
     /// spin-waiting pool competes with them on a 2-core machine, so 1 is the default here.
     #[arg(long, default_value_t = 1)]
     candle_threads: usize,
+    /// Leave glibc's allocator at its defaults (the trainer and sampler tune it, see
+    /// `ddpm_train::tune_allocator`): to measure what the tuning gives.
+    #[arg(long)]
+    default_malloc: bool,
     /// Image shape CxHxW (the PyTorch figures exist for 1x28x28; 3x64x64 for sampling).
     #[arg(long, default_value = "1x28x28")]
     image: ImageShape,
@@ -240,6 +244,9 @@ pub fn run(args: Args) -> Result<()> {
         // other thread can read the environment concurrently.
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", common.candle_threads.to_string()) };
     }
+    if !common.default_malloc {
+        ddpm_train::tune_allocator();
+    }
     let batch = common.batch.unwrap_or(default_batch);
     let lists = if common.channels.is_empty() {
         default_lists(common.model)
@@ -253,13 +260,19 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("note: no PyTorch figures at {}", common.anchor.display());
     }
     println!(
-        "{} UNet, 1x28x28, batch {batch}, {label}; median of {} reps after {} warm-up; \
-         {} rayon threads, CANDLE_NUM_THREADS={}",
+        "{} UNet, {}, batch {batch}, {label}; median of {} reps after {} warm-up; \
+         {} rayon threads, CANDLE_NUM_THREADS={}, {} malloc",
         kind_name(common.model),
+        common.image,
         common.reps,
         common.warmup,
         rayon_threads(),
-        std::env::var("CANDLE_NUM_THREADS").unwrap_or_default()
+        std::env::var("CANDLE_NUM_THREADS").unwrap_or_default(),
+        if common.default_malloc {
+            "default"
+        } else {
+            "tuned"
+        }
     );
     for list in &lists {
         let ch: Vec<usize> = list
