@@ -25,7 +25,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out
 echo "== (a) NCCL all-reduce, world size 1"
 bin/ddpm-dist-check --procs 1 --backend nccl --elems 19432142 --steps 20 2>&1 | tee "$out/nccl.txt"
 echo "== (a) 300 training steps on CUDA (embedded MNIST digits)"
-/usr/bin/time -v bin/trainer --device cuda --dataset embedded --preset quick --epochs 19 \
+/usr/bin/time -v bin/trainer --device cuda --dataset embedded --preset quick --max-steps 300 \
   --out "$out/run-mnist" 2>&1 | tail -40 | tee "$out/train-run.txt"
 
 echo "== (b) training step, images/s (PyTorch H100: anime 5,105 img/s; MNIST 23,869 img/s)"

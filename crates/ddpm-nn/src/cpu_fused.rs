@@ -49,23 +49,41 @@ impl Real for f64 {
     }
 }
 
+/// Independent accumulators of the f64 sums below: breaking the chain of dependent additions
+/// lets the loops vectorise (one running sum was a latency-bound scalar loop).
+pub(crate) const LANES: usize = 8;
+
+/// `Σ f(x_i)` in f64 over [`LANES`] accumulators.
+pub(crate) fn lane_sum<T: Real>(x: &[T], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0f64; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a += f(v.to_f64());
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&v| f(v.to_f64())).sum();
+    acc.iter().sum::<f64>() + tail
+}
+
 /// Mean and `1/sqrt(biased var + eps)` of one sample.
 fn stats<T: Real>(x: &[T], eps: f64) -> (f64, f64) {
     let n = x.len() as f64;
-    let mean = x.iter().map(|v| v.to_f64()).sum::<f64>() / n;
-    let var = x.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>() / n;
+    let mean = lane_sum(x, |v| v) / n;
+    let var = lane_sum(x, |v| (v - mean) * (v - mean)) / n;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
-/// LayerNorm forward: `x` (B, N) rows, `w`, `b` (N) -> `y` (B, N).
+/// LayerNorm forward: `x` (B, N) rows, `w`, `b` (N) -> `y` (B, N). Statistics in f64, the
+/// normalisation itself in `T`.
 pub(crate) fn layer_norm_forward<T: Real>(x: &[T], w: &[T], b: &[T], eps: f64) -> Vec<T> {
     let n = w.len();
     let mut y = vec![T::default(); x.len()];
     y.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(y, x)| {
         let (mean, rstd) = stats(x, eps);
-        for i in 0..n {
-            let xhat = (x[i].to_f64() - mean) * rstd;
-            y[i] = T::from_f64(xhat * w[i].to_f64() + b[i].to_f64());
+        let (mean, rstd) = (T::from_f64(mean), T::from_f64(rstd));
+        for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
+            *y = (x - mean) * rstd * w + b;
         }
     });
     y
@@ -85,25 +103,45 @@ pub(crate) fn layer_norm_backward<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64)
         .map(|(chunk, dx)| {
             let mut dw = vec![0f64; n];
             let mut db = vec![0f64; n];
-            let mut xhat = vec![0f64; n];
+            let mut xhat = vec![T::default(); n];
             for (s, dx) in dx.chunks_mut(n).enumerate() {
                 let row = (chunk * per + s) * n;
                 let (x, dy) = (&x[row..row + n], &dy[row..row + n]);
                 let (mean, rstd) = stats(x, eps);
-                let (mut sum_g, mut sum_gx) = (0f64, 0f64);
-                for i in 0..n {
-                    xhat[i] = (x[i].to_f64() - mean) * rstd;
-                    let d = dy[i].to_f64();
-                    let g = d * w[i].to_f64();
-                    sum_g += g;
-                    sum_gx += g * xhat[i];
-                    dw[i] += d * xhat[i];
-                    db[i] += d;
+                let (mean, rstd_t) = (T::from_f64(mean), T::from_f64(rstd));
+                for (xh, &x) in xhat.iter_mut().zip(x) {
+                    *xh = (x - mean) * rstd_t;
                 }
-                let (a, c) = (sum_g / n as f64, sum_gx / n as f64);
-                for i in 0..n {
-                    let g = dy[i].to_f64() * w[i].to_f64();
-                    dx[i] = T::from_f64(rstd * (g - a - xhat[i] * c));
+                let (mut sum_g, mut sum_gx) = ([0f64; LANES], [0f64; LANES]);
+                let whole = n / LANES * LANES;
+                let lanes = dy[..whole]
+                    .chunks_exact(LANES)
+                    .zip(w[..whole].chunks_exact(LANES))
+                    .zip(xhat[..whole].chunks_exact(LANES));
+                for ((d, w), xh) in lanes {
+                    for k in 0..LANES {
+                        let g = d[k] * w[k];
+                        sum_g[k] += g.to_f64();
+                        sum_gx[k] += (g * xh[k]).to_f64();
+                    }
+                }
+                let (mut sum_g, mut sum_gx) =
+                    (sum_g.iter().sum::<f64>(), sum_gx.iter().sum::<f64>());
+                for i in whole..n {
+                    let g = dy[i] * w[i];
+                    sum_g += g.to_f64();
+                    sum_gx += (g * xhat[i]).to_f64();
+                }
+                for (((dw, db), &d), &xh) in dw.iter_mut().zip(db.iter_mut()).zip(dy).zip(&xhat) {
+                    *dw += (d * xh).to_f64();
+                    *db += d.to_f64();
+                }
+                let (a, c) = (
+                    T::from_f64(sum_g / n as f64),
+                    T::from_f64(sum_gx / n as f64),
+                );
+                for (((dx, &d), &w), &xh) in dx.iter_mut().zip(dy).zip(w).zip(&xhat) {
+                    *dx = rstd_t * (d * w - a - xh * c);
                 }
             }
             (dw, db)
@@ -125,16 +163,13 @@ const ELEMENTWISE_CHUNK: usize = 1 << 16;
 
 /// LeakyReLU forward.
 pub(crate) fn leaky_relu_forward<T: Real>(x: &[T], slope: f64) -> Vec<T> {
+    let slope = T::from_f64(slope);
     let mut y = vec![T::default(); x.len()];
     y.par_chunks_mut(ELEMENTWISE_CHUNK)
         .zip(x.par_chunks(ELEMENTWISE_CHUNK))
         .for_each(|(y, x)| {
             for (y, &x) in y.iter_mut().zip(x) {
-                *y = if x > T::default() {
-                    x
-                } else {
-                    T::from_f64(slope * x.to_f64())
-                };
+                *y = if x > T::default() { x } else { slope * x };
             }
         });
     y
@@ -142,6 +177,7 @@ pub(crate) fn leaky_relu_forward<T: Real>(x: &[T], slope: f64) -> Vec<T> {
 
 /// LeakyReLU backward: `dy` where `x > 0`, `slope * dy` elsewhere.
 pub(crate) fn leaky_relu_backward<T: Real>(x: &[T], dy: &[T], slope: f64) -> Vec<T> {
+    let slope = T::from_f64(slope);
     let mut dx = vec![T::default(); x.len()];
     dx.par_chunks_mut(ELEMENTWISE_CHUNK)
         .zip(
@@ -150,11 +186,7 @@ pub(crate) fn leaky_relu_backward<T: Real>(x: &[T], dy: &[T], slope: f64) -> Vec
         )
         .for_each(|(dx, (x, dy))| {
             for ((dx, &x), &d) in dx.iter_mut().zip(x).zip(dy) {
-                *dx = if x > T::default() {
-                    d
-                } else {
-                    T::from_f64(slope * d.to_f64())
-                };
+                *dx = if x > T::default() { d } else { slope * d };
             }
         });
     dx
