@@ -257,7 +257,7 @@ impl Default for ModernUNetConfig {
 pub(crate) fn norm_groups_for(base: usize) -> usize {
     [32usize, 16, 8, 4, 2, 1]
         .into_iter()
-        .find(|g| base % g == 0 && base / g >= MIN_CHANNELS_PER_GROUP)
+        .find(|g| base.is_multiple_of(*g) && base / g >= MIN_CHANNELS_PER_GROUP)
         .unwrap_or(1)
 }
 
