@@ -72,25 +72,32 @@ impl<'a, T: Real> SampleParams<'a, T> {
     }
 }
 
-/// Sum of `f(v)` over `plane`: in `T` on [`LANES`] independent accumulators per short run (so
-/// the loop vectorises), in f64 across runs.
+/// Sum of `f(v)` over `plane` (see [`pair_sum`]).
 #[inline]
 fn plane_sum<T: Real>(plane: &[T], f: impl Fn(T) -> T) -> f64 {
+    pair_sum(plane, plane, |v, _| f(v))
+}
+
+/// Sum of `f(a_i, b_i)`: in `T` on [`LANES`] independent accumulators per short run (so the
+/// loop vectorises), in f64 across runs.
+#[inline]
+fn pair_sum<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> f64 {
+    const RUN: usize = 16 * LANES;
     let mut total = 0f64;
-    for run in plane.chunks(16 * LANES) {
+    for (a, b) in a.chunks(RUN).zip(b.chunks(RUN)) {
         let mut acc = [T::default(); LANES];
-        let mut chunks = run.chunks_exact(LANES);
-        for chunk in &mut chunks {
-            for (a, &v) in acc.iter_mut().zip(chunk) {
-                *a += f(v);
+        let (mut a_lanes, mut b_lanes) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+        for (a, b) in (&mut a_lanes).zip(&mut b_lanes) {
+            for ((acc, &a), &b) in acc.iter_mut().zip(a).zip(b) {
+                *acc += f(a, b);
             }
         }
         let mut sum = T::default();
-        for &v in chunks.remainder() {
-            sum += f(v);
+        for (&a, &b) in a_lanes.remainder().iter().zip(b_lanes.remainder()) {
+            sum += f(a, b);
         }
-        for a in acc {
-            sum += a;
+        for v in acc {
+            sum += v;
         }
         total += sum.to_f64();
     }
@@ -177,19 +184,20 @@ fn sample_backward<T: Real>(
             let (w, b) = (p.w[c], p.b[c]);
             // xhat = (x + s - mean) * rstd = x * r + o
             let (r, o) = (T::from_f64(rstd), T::from_f64((p.shift(c) - mean) * rstd));
-            let (mut dw_c, mut db_c) = (0f64, 0f64);
+            // dz (in dx), its two sums, then g = dz * w: separate passes that vectorise.
             for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-                let xhat = x * r + o;
-                let dz = if g.silu {
-                    let z = xhat * w + b;
+                *dx = if g.silu {
+                    let z = (x * r + o) * w + b;
                     let sg = sigmoid(z);
                     dy * sg * (T::ONE + z * (T::ONE - sg))
                 } else {
                     dy
                 };
-                dw_c += (dz * xhat).to_f64();
-                db_c += dz.to_f64();
-                *dx = dz * w;
+            }
+            let db_c = plane_sum(dx, |dz| dz);
+            let dw_c = pair_sum(dx, x, |dz, x| dz * (x * r + o));
+            for dx in dx.iter_mut() {
+                *dx = *dx * w;
             }
             dw[c] += dw_c;
             db[c] += db_c;

@@ -4,7 +4,8 @@ use candle_core::Device;
 
 use crate::{Result, TrainError};
 
-/// `None` → CUDA device 0 when built with CUDA and a GPU is present, else the CPU;
+/// `None` → CUDA device 0 when built with CUDA and a GPU is present, else the CPU (a CUDA
+/// build that cannot open a GPU says why on stderr and uses the CPU);
 /// `cpu`, `cuda` or `cuda:N` → that device (an error if it cannot be opened).
 pub fn select_device(choice: Option<&str>) -> Result<Device> {
     let cuda = |n: usize| {
@@ -15,7 +16,14 @@ pub fn select_device(choice: Option<&str>) -> Result<Device> {
         })
     };
     match choice {
-        None => Ok(Device::cuda_if_available(0)?),
+        None if candle_core::utils::cuda_is_available() => match Device::new_cuda(0) {
+            Ok(device) => Ok(device),
+            Err(e) => {
+                eprintln!("note: no usable CUDA device ({e}); running on the CPU");
+                Ok(Device::Cpu)
+            }
+        },
+        None => Ok(Device::Cpu),
         Some("cpu") => Ok(Device::Cpu),
         Some("cuda") => cuda(0),
         Some(other) => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
