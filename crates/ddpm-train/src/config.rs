@@ -302,8 +302,8 @@ impl Recipe {
                 schedule: BetaKind::LinearScaled,
                 batch_size: 64,
                 lr: 2e-3,
-                // 32 batches per epoch of the 2,000 embedded digits: 960 steps.
-                epochs: 30,
+                // 32 batches per epoch of the 2,000 embedded digits: 1,280 steps.
+                epochs: 40,
                 ema: 0.99,
                 warmup_steps: 50,
                 lr_schedule: LrSchedule::Cosine,
