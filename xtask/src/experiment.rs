@@ -152,7 +152,7 @@ impl Lab {
         if let Ok(dir) = checkpoint::latest(&run)
             && let Ok((saved, state)) = checkpoint::read_meta(&dir)
             && saved.training_digest() == config.training_digest()
-            && Some(state.step) == config.max_steps
+            && Some(state.step) == config.optim.max_steps
         {
             eprintln!("[{arm}] reusing {}", run.display());
             return Ok(Trained {

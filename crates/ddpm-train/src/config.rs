@@ -190,6 +190,33 @@ pub struct SampleSettings {
     pub sampler: Sampler,
 }
 
+/// How the weights are optimised: shared by a [`Recipe`] and the resolved [`TrainConfig`]
+/// (where it is flattened into `config.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Optimisation {
+    /// Images per optimizer step (per process).
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Adam's L2 weight decay (0 = plain Adam).
+    pub weight_decay: f64,
+    /// Passes over the data.
+    pub epochs: u64,
+    /// Stop after this many optimizer steps in total, across resumes (a stopping point only:
+    /// the LR schedule always spans `epochs`).
+    pub max_steps: Option<u64>,
+    /// EMA decay (0 = off).
+    pub ema: f64,
+    /// Linear warmup steps.
+    pub warmup_steps: u64,
+    /// LR curve after warmup (cosine spans all `epochs`).
+    pub lr_schedule: LrSchedule,
+    /// Clip the global gradient norm to this value.
+    pub grad_clip: Option<f64>,
+    /// Random horizontal flips.
+    pub hflip: bool,
+}
+
 /// The user-facing knobs of a run, as a preset sets them (before the dataset fixes the image
 /// shape and the network's configuration is assembled).
 #[derive(Debug, Clone, PartialEq)]
@@ -204,27 +231,8 @@ pub struct Recipe {
     pub n_steps: usize,
     /// β schedule.
     pub schedule: BetaKind,
-    /// Images per optimizer step (per process).
-    pub batch_size: usize,
-    /// Peak learning rate.
-    pub lr: f64,
-    /// Adam's L2 weight decay (0 = plain Adam).
-    pub weight_decay: f64,
-    /// Passes over the data.
-    pub epochs: u64,
-    /// Stop after this many optimizer steps in total (a stopping point only: the LR
-    /// schedule always spans `epochs`).
-    pub max_steps: Option<u64>,
-    /// EMA decay (0 = off).
-    pub ema: f64,
-    /// Linear warmup steps.
-    pub warmup_steps: u64,
-    /// LR curve after warmup (cosine spans all `epochs`).
-    pub lr_schedule: LrSchedule,
-    /// Clip the global gradient norm to this value.
-    pub grad_clip: Option<f64>,
-    /// Random horizontal flips.
-    pub hflip: bool,
+    /// Optimiser, EMA, run length and augmentation.
+    pub optim: Optimisation,
     /// Checkpoint period.
     pub save_every: Option<Every>,
     /// Preview-grid period.
@@ -276,16 +284,18 @@ impl Recipe {
             pe_dim: 20,
             n_steps: 1000,
             schedule: BetaKind::Linear,
-            batch_size: 1024,
-            lr: 1e-3,
-            weight_decay: 0.0,
-            epochs: 1000,
-            max_steps: None,
-            ema: 0.0,
-            warmup_steps: 0,
-            lr_schedule: LrSchedule::Constant,
-            grad_clip: None,
-            hflip: false,
+            optim: Optimisation {
+                batch_size: 1024,
+                lr: 1e-3,
+                weight_decay: 0.0,
+                epochs: 1000,
+                max_steps: None,
+                ema: 0.0,
+                warmup_steps: 0,
+                lr_schedule: LrSchedule::Constant,
+                grad_clip: None,
+                hflip: false,
+            },
             save_every: Some(Every::Epochs(50)),
             sample_every: Some(Every::Epochs(50)),
             log_every: 50,
@@ -300,14 +310,17 @@ impl Recipe {
                 // final grid takes seconds instead of minutes, and that time goes to training.
                 n_steps: 100,
                 schedule: BetaKind::LinearScaled,
-                batch_size: 64,
-                lr: 2e-3,
-                // 32 batches per epoch of the 2,000 embedded digits: 1,280 steps.
-                epochs: 40,
-                ema: 0.99,
-                warmup_steps: 50,
-                lr_schedule: LrSchedule::Cosine,
-                grad_clip: Some(1.0),
+                optim: Optimisation {
+                    batch_size: 64,
+                    lr: 2e-3,
+                    // 32 batches per epoch of the 2,000 embedded digits: 1,280 steps.
+                    epochs: 40,
+                    ema: 0.99,
+                    warmup_steps: 50,
+                    lr_schedule: LrSchedule::Cosine,
+                    grad_clip: Some(1.0),
+                    ..faithful.optim
+                },
                 save_every: Some(Every::Steps(200)),
                 sample_every: None,
                 log_every: 25,
@@ -328,16 +341,22 @@ impl Recipe {
                 model: ModelKind::Res,
                 channels: vec![10, 20, 40, 80],
                 pe_dim: 128,
-                batch_size: 512,
-                epochs: 100,
+                optim: Optimisation {
+                    batch_size: 512,
+                    epochs: 100,
+                    ..faithful.optim
+                },
                 save_every: Some(Every::Epochs(10)),
                 sample_every: Some(Every::Epochs(10)),
                 ..faithful
             },
             "ref-anime" => Recipe {
-                batch_size: 512,
-                lr: 3e-4,
-                epochs: 3000,
+                optim: Optimisation {
+                    batch_size: 512,
+                    lr: 3e-4,
+                    epochs: 3000,
+                    ..faithful.optim
+                },
                 save_every: Some(Every::Epochs(100)),
                 sample_every: Some(Every::Epochs(100)),
                 default_data: DefaultData::Anime,
@@ -348,9 +367,12 @@ impl Recipe {
                 channels: vec![16, 32, 64, 128],
                 pe_dim: 32,
                 n_steps: 800,
-                batch_size: 512,
-                lr: 2e-3,
-                epochs: 1500,
+                optim: Optimisation {
+                    batch_size: 512,
+                    lr: 2e-3,
+                    epochs: 1500,
+                    ..faithful.optim
+                },
                 save_every: Some(Every::Epochs(100)),
                 sample_every: Some(Every::Epochs(100)),
                 default_data: DefaultData::Anime,
@@ -359,14 +381,17 @@ impl Recipe {
             "anime" => Recipe {
                 model: ModelKind::Modern,
                 channels: vec![64, 128, 128, 256],
-                batch_size: 128,
-                lr: 2e-4,
-                epochs: 500,
-                ema: 0.9999,
-                warmup_steps: 1000,
-                lr_schedule: LrSchedule::Cosine,
-                grad_clip: Some(1.0),
-                hflip: true,
+                optim: Optimisation {
+                    batch_size: 128,
+                    lr: 2e-4,
+                    epochs: 500,
+                    ema: 0.9999,
+                    warmup_steps: 1000,
+                    lr_schedule: LrSchedule::Cosine,
+                    grad_clip: Some(1.0),
+                    hflip: true,
+                    ..faithful.optim
+                },
                 save_every: Some(Every::Epochs(10)),
                 sample_every: Some(Every::Epochs(10)),
                 sample: SampleSettings {
@@ -477,25 +502,17 @@ impl Overrides {
 
     fn apply(&self, r: &mut Recipe) {
         macro_rules! take {
-            ($($field:ident),*) => { $( if let Some(v) = &self.$field { r.$field = v.clone(); } )* };
+            ($target:expr; $($field:ident),*) => {
+                $( if let Some(v) = &self.$field { $target.$field = v.clone(); } )*
+            };
         }
-        take!(
-            model,
-            channels,
-            pe_dim,
-            n_steps,
-            schedule,
-            batch_size,
-            lr,
-            weight_decay,
-            epochs
-        );
-        take!(ema, warmup_steps, lr_schedule, hflip, log_every);
+        take!(r; model, channels, pe_dim, n_steps, schedule, log_every);
+        take!(r.optim; batch_size, lr, weight_decay, epochs, ema, warmup_steps, lr_schedule, hflip);
         if self.max_steps.is_some() {
-            r.max_steps = self.max_steps;
+            r.optim.max_steps = self.max_steps;
         }
         if let Some(clip) = self.grad_clip {
-            r.grad_clip = (clip > 0.0).then_some(clip);
+            r.optim.grad_clip = (clip > 0.0).then_some(clip);
         }
         if self.save_every.is_some() {
             r.save_every = self.save_every;
@@ -508,10 +525,10 @@ impl Overrides {
     /// Applies the run-control options that `--resume` accepts to a saved configuration.
     pub fn apply_run_control(&self, config: &mut TrainConfig) {
         if let Some(e) = self.epochs {
-            config.epochs = e;
+            config.optim.epochs = e;
         }
         if self.max_steps.is_some() {
-            config.max_steps = self.max_steps;
+            config.optim.max_steps = self.max_steps;
         }
         if let Some(l) = self.log_every {
             config.log_every = l;
@@ -541,26 +558,9 @@ pub struct TrainConfig {
     pub schedule: BetaKind,
     /// Diffusion steps T.
     pub n_steps: usize,
-    /// Images per optimizer step per process.
-    pub batch_size: usize,
-    /// Peak learning rate.
-    pub lr: f64,
-    /// Adam's L2 weight decay.
-    pub weight_decay: f64,
-    /// Passes over the data.
-    pub epochs: u64,
-    /// Stop after this many optimizer steps in total (across resumes).
-    pub max_steps: Option<u64>,
-    /// EMA decay (0 = off).
-    pub ema: f64,
-    /// Linear warmup steps.
-    pub warmup_steps: u64,
-    /// LR curve after warmup.
-    pub lr_schedule: LrSchedule,
-    /// Global gradient-norm clip.
-    pub grad_clip: Option<f64>,
-    /// Random horizontal flips.
-    pub hflip: bool,
+    /// Optimiser, EMA, run length and augmentation.
+    #[serde(flatten)]
+    pub optim: Optimisation,
     /// Seed of initialisation, data order and noise.
     pub seed: u64,
     /// Checkpoint period.
@@ -580,21 +580,22 @@ impl TrainConfig {
     pub fn resolve(preset: &str, dataset: DatasetSpec, overrides: &Overrides) -> Result<Self> {
         let mut recipe = Recipe::preset(preset)?;
         overrides.apply(&mut recipe);
-        if recipe.batch_size == 0 || recipe.log_every == 0 {
+        if recipe.optim.batch_size == 0 || recipe.log_every == 0 {
             return Err(TrainError::Config(
                 "--batch-size and --log-every must be at least 1".into(),
             ));
         }
-        if !(recipe.lr > 0.0 && recipe.lr.is_finite()) {
+        let optim = recipe.optim;
+        if !(optim.lr > 0.0 && optim.lr.is_finite()) {
             return Err(TrainError::Config(format!(
                 "--lr must be positive, got {}",
-                recipe.lr
+                optim.lr
             )));
         }
-        if !(0.0..1.0).contains(&recipe.ema) {
+        if !(0.0..1.0).contains(&optim.ema) {
             return Err(TrainError::Config(format!(
                 "--ema must be in [0, 1), got {}",
-                recipe.ema
+                optim.ema
             )));
         }
         let model = recipe.model_config(dataset.image())?;
@@ -610,16 +611,7 @@ impl TrainConfig {
             model,
             schedule: recipe.schedule,
             n_steps: recipe.n_steps,
-            batch_size: recipe.batch_size,
-            lr: recipe.lr,
-            weight_decay: recipe.weight_decay,
-            epochs: recipe.epochs,
-            max_steps: recipe.max_steps,
-            ema: recipe.ema,
-            warmup_steps: recipe.warmup_steps,
-            lr_schedule: recipe.lr_schedule,
-            grad_clip: recipe.grad_clip,
-            hflip: recipe.hflip,
+            optim,
             seed: overrides.seed.unwrap_or(0),
             save_every: recipe.save_every,
             sample_every: recipe.sample_every,
@@ -633,11 +625,12 @@ impl TrainConfig {
     /// seed): a checkpoint only resumes a run whose digest matches.
     pub fn training_digest(&self) -> String {
         use sha2::{Digest, Sha256};
+        let o = &self.optim;
         let key = serde_json::json!({
             "dataset": self.dataset, "model": self.model, "schedule": self.schedule,
-            "n_steps": self.n_steps, "batch_size": self.batch_size, "lr": self.lr,
-            "weight_decay": self.weight_decay, "ema": self.ema, "warmup": self.warmup_steps,
-            "lr_schedule": self.lr_schedule, "grad_clip": self.grad_clip, "hflip": self.hflip,
+            "n_steps": self.n_steps, "batch_size": o.batch_size, "lr": o.lr,
+            "weight_decay": o.weight_decay, "ema": o.ema, "warmup": o.warmup_steps,
+            "lr_schedule": o.lr_schedule, "grad_clip": o.grad_clip, "hflip": o.hflip,
             "seed": self.seed,
         });
         let digest = Sha256::digest(key.to_string().as_bytes());

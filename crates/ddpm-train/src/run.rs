@@ -98,7 +98,7 @@ impl Trainer<'_> {
             &self.params,
             grads,
             collective,
-            self.config.grad_clip,
+            self.config.optim.grad_clip,
             &mut self.adam,
             lr,
         )?;
@@ -264,15 +264,15 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary> {
     }
     let batches = Batches::new(
         images.len(),
-        config.batch_size,
+        config.optim.batch_size,
         config.seed,
         world.rank,
         world.world_size,
     )?
-    .with_flip(config.hflip);
+    .with_flip(config.optim.hflip);
     let per_epoch = batches.batches_per_epoch() as u64;
-    let planned = config.epochs * per_epoch;
-    let total = config.max_steps.map_or(planned, |m| m.min(planned));
+    let planned = config.optim.epochs * per_epoch;
+    let total = config.optim.max_steps.map_or(planned, |m| m.min(planned));
 
     let model = Model::new(&config.model, device, config.seed)?;
     let params = model.trainable();
@@ -285,9 +285,9 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary> {
         config,
         options,
         schedule: Schedule::new(config.schedule, config.n_steps, device)?,
-        adam: Adam::new(params.clone(), config.weight_decay)?,
-        ema: (config.ema > 0.0)
-            .then(|| Ema::new(&params, config.ema))
+        adam: Adam::new(params.clone(), config.optim.weight_decay)?,
+        ema: (config.optim.ema > 0.0)
+            .then(|| Ema::new(&params, config.optim.ema))
             .transpose()?,
         params,
         model,
@@ -348,7 +348,7 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary> {
     let mut last_saved = resume_from.clone();
     let mut interrupted = false;
 
-    'epochs: while state.epoch < config.epochs {
+    'epochs: while state.epoch < config.optim.epochs {
         let plan = batches.epoch(state.epoch);
         while state.batch_in_epoch < plan.len() {
             if state.step >= total {
@@ -363,11 +363,11 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary> {
             // The LR curve spans the planned epochs, not --max-steps, so that stopping early
             // and resuming follows exactly the curve of an uninterrupted run.
             let lr = learning_rate(
-                config.lr,
+                config.optim.lr,
                 state.step,
-                config.warmup_steps,
+                config.optim.warmup_steps,
                 planned,
-                config.lr_schedule,
+                config.optim.lr_schedule,
             );
             let loss = trainer.step(&x0, lr)?;
             if !loss.is_finite() {
@@ -401,8 +401,9 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary> {
                     epoch: state.epoch - u64::from(epoch_end.is_some()),
                     loss: interval_loss / interval_steps as f64,
                     lr,
-                    images_per_s: (interval_steps as usize * config.batch_size * world.world_size)
-                        as f64
+                    images_per_s: (interval_steps as usize
+                        * config.optim.batch_size
+                        * world.world_size) as f64
                         / interval_start.elapsed().as_secs_f64(),
                     wall_s: started.elapsed().as_secs_f64(),
                 };

@@ -153,7 +153,7 @@ fn a_checkpoint_killed_mid_write_leaves_latest_valid() {
     assert_eq!(checkpoint::resolve(&out).unwrap(), summary.checkpoint);
     // Resuming works from the intact checkpoint and replaces the debris.
     let mut cfg = TrainConfig::load(&out.join("config.json")).unwrap();
-    cfg.max_steps = Some(6);
+    cfg.optim.max_steps = Some(6);
     let resumed = train(&cfg, &options(&out, true)).unwrap();
     assert_eq!(resumed.steps, 6);
     assert_eq!(checkpoint::latest(&out).unwrap(), root.join("step_6"));
@@ -219,11 +219,16 @@ fn presets_resolve_to_the_reference_numbers() {
     };
     let faithful = |c: &TrainConfig| {
         assert_eq!(
-            (c.ema, c.warmup_steps, c.grad_clip, c.weight_decay),
+            (
+                c.optim.ema,
+                c.optim.warmup_steps,
+                c.optim.grad_clip,
+                c.optim.weight_decay
+            ),
             (0.0, 0, None, 0.0)
         );
-        assert_eq!(c.lr_schedule, LrSchedule::Constant);
-        assert_eq!((c.schedule, c.hflip), (BetaKind::Linear, false));
+        assert_eq!(c.optim.lr_schedule, LrSchedule::Constant);
+        assert_eq!((c.schedule, c.optim.hflip), (BetaKind::Linear, false));
     };
 
     let c = resolve("ref-mnist");
@@ -233,7 +238,7 @@ fn presets_resolve_to_the_reference_numbers() {
         (vec![32, 64, 128, 256], 20, 1000, RefNorm::LayerNorm)
     );
     assert_eq!(
-        (c.batch_size, c.lr, c.epochs, c.save_every),
+        (c.optim.batch_size, c.optim.lr, c.optim.epochs, c.save_every),
         (1024, 1e-3, 1000, Some(Every::Epochs(50)))
     );
     faithful(&c);
@@ -246,7 +251,10 @@ fn presets_resolve_to_the_reference_numbers() {
         (r.channels.clone(), r.pe_dim, r.n_steps),
         (vec![10, 20, 40, 80], 128, 1000)
     );
-    assert_eq!((c.batch_size, c.lr, c.epochs), (512, 1e-3, 100));
+    assert_eq!(
+        (c.optim.batch_size, c.optim.lr, c.optim.epochs),
+        (512, 1e-3, 100)
+    );
     faithful(&c);
 
     let anime = DatasetSpec::Anime {
@@ -259,7 +267,10 @@ fn presets_resolve_to_the_reference_numbers() {
         (r.channels, r.pe_dim, r.n_steps, r.image.dims()),
         (vec![32, 64, 128, 256], 20, 1000, [3, 64, 64])
     );
-    assert_eq!((c.batch_size, c.lr, c.epochs), (512, 3e-4, 3000));
+    assert_eq!(
+        (c.optim.batch_size, c.optim.lr, c.optim.epochs),
+        (512, 3e-4, 3000)
+    );
     assert_eq!(
         (c.save_every, c.sample_every),
         (Some(Every::Epochs(100)), Some(Every::Epochs(100)))
@@ -273,15 +284,41 @@ fn presets_resolve_to_the_reference_numbers() {
         (vec![16, 32, 64, 128], 32, 800, RefNorm::BatchNorm)
     );
     assert_eq!(
-        (c.batch_size, c.lr, c.epochs, c.n_steps),
+        (c.optim.batch_size, c.optim.lr, c.optim.epochs, c.n_steps),
         (512, 2e-3, 1500, 800)
     );
     faithful(&c);
 
     let c = TrainConfig::resolve("anime", anime, &Overrides::default()).unwrap();
     assert!(matches!(c.model, ModelConfig::Modern(_)));
-    assert!(c.ema > 0.0 && c.warmup_steps > 0 && c.grad_clip.is_some() && c.hflip);
-    assert_eq!(c.lr_schedule, LrSchedule::Cosine);
+    assert!(
+        c.optim.ema > 0.0
+            && c.optim.warmup_steps > 0
+            && c.optim.grad_clip.is_some()
+            && c.optim.hflip
+    );
+    assert_eq!(c.optim.lr_schedule, LrSchedule::Cosine);
+
+    // The README's main job: a 16-wide modern UNet with 4 GroupNorm groups (not instance norm),
+    // T = 100 on the scaled linear schedule, 40 epochs of the embedded digits.
+    let c = resolve("quick");
+    let ModelConfig::Modern(m) = &c.model else {
+        panic!("quick is not the modern UNet: {:?}", c.model)
+    };
+    assert_eq!(
+        (m.base_channels, m.channel_mult.clone(), m.norm_groups),
+        (16, vec![1, 2, 2], 4)
+    );
+    assert_eq!((c.n_steps, c.schedule), (100, BetaKind::LinearScaled));
+    assert_eq!(
+        (
+            c.optim.batch_size,
+            c.optim.epochs,
+            c.optim.ema,
+            c.optim.grad_clip
+        ),
+        (64, 40, 0.99, Some(1.0))
+    );
 
     // Explicit options override the preset.
     let c = TrainConfig::resolve(
@@ -295,7 +332,7 @@ fn presets_resolve_to_the_reference_numbers() {
     )
     .unwrap();
     assert!(matches!(c.model, ModelConfig::Residual(_)));
-    assert_eq!(c.lr, 2e-4);
+    assert_eq!(c.optim.lr, 2e-4);
     assert!(TrainConfig::resolve("nope", DatasetSpec::Embedded, &Overrides::default()).is_err());
 }
 
