@@ -10,8 +10,13 @@ use crate::{Result, TrainError};
 pub fn select_device(choice: Option<&str>) -> Result<Device> {
     let cuda = |n: usize| {
         Device::new_cuda(n).map_err(|e| {
+            let hint = if candle_core::utils::cuda_is_available() {
+                "check that the GPU and its driver are present"
+            } else {
+                "this build has no CUDA: build with --features cuda"
+            };
             TrainError::Config(format!(
-                "cannot open CUDA device {n} ({e}); build with --features cuda, or use --device cpu"
+                "cannot open CUDA device {n} ({e}); {hint}, or use --device cpu"
             ))
         })
     };
