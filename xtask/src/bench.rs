@@ -33,7 +33,7 @@ struct Common {
     #[arg(long, default_value = "ref")]
     model: ModelKind,
     /// Channel lists to time, e.g. `--channels 10,20,40,80 --channels 32,64,128,256`
-    /// (modern: level widths, e.g. `16,32,32` = base 16, mult [1,2,2]). Default: ref/ref-bn
+    /// (modern: level widths, e.g. `16,32,32` = base 16, multipliers (1,2,2)). Default: ref/ref-bn
     /// 10,20,40,80 and 32,64,128,256; res 10,20,40,80; modern 16,32,32 and 32,64,64.
     #[arg(long, value_delimiter = ';')]
     channels: Vec<String>,

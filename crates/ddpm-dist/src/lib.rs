@@ -2,7 +2,7 @@
 //!
 //! - [`WorldInfo::from_env`] reads the torchrun environment (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
 //!   `MASTER_ADDR`, `MASTER_PORT`); without it the run is a world of one.
-//! - [`launch`] spawns `n` rank processes on this machine with that environment and supervises
+//! - [`launch()`] spawns `n` rank processes on this machine with that environment and supervises
 //!   them (the `--gpus N` path of the trainer).
 //! - [`connect`] joins the world and returns a [`Collective`]: NCCL for CUDA devices (feature
 //!   `nccl`), TCP through rank 0 otherwise. Rank 0 hosts the rendezvous; it also hands out the NCCL

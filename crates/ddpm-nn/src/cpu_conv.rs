@@ -165,7 +165,7 @@ impl RowsAt {
 /// `rows` says.
 ///
 /// Same-size geometries copy each row as one run; entries outside it are never written, so
-/// `cols` must start zeroed and be reused only for the same geometry (see [`col_buffer`]).
+/// `cols` must start zeroed and be reused only for the same geometry (see [`Scratch`]).
 fn im2col<T: Elem>(g: &Geom, x: &[T], cols: &mut [T], rows: RowsAt) {
     let px = g.out_px();
     for c in 0..g.c_in {

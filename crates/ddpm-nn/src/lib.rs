@@ -8,7 +8,7 @@
 //! (GroupNorm of `x` plus a per-sample channel shift, then SiLU, in one pass), [`leaky_relu`],
 //! [`relu`],
 //! [`silu`], [`upsample_nearest2d`] (integer factor).
-//! Also [`matmul`] (batched products with transposed operands, no copies) and
+//! Also [`matmul()`] (batched products with transposed operands, no copies) and
 //! [`scaled_softmax`] (`softmax(scale * x)` over the last dim), the pieces of attention.
 //! The CPU-kernel functions have a `*_portable` twin written with candle's ops (any device) that
 //! they fall back to off the CPU and that the tests compare them with.
