@@ -298,14 +298,14 @@ pub(crate) fn gemm<T: Elem>(
 /// every sample.
 const MIN_GEMM_COLS: usize = 256;
 
-/// Samples that share one GEMM: enough for [`MIN_GEMM_COLS`] columns, with at least one group
-/// per thread.
+/// Samples that share one GEMM: about [`MIN_GEMM_COLS`] columns each, in a number of groups
+/// that is a multiple of the thread count (81 samples of a 3x3 plane in 3 groups left one of 2
+/// threads idle through the last).
 fn group_size(g: &Geom) -> usize {
     let threads = rayon::current_num_threads().max(1);
-    MIN_GEMM_COLS
-        .div_ceil(g.out_px())
-        .min(g.batch.div_ceil(threads))
-        .max(1)
+    let per_gemm = MIN_GEMM_COLS.div_ceil(g.out_px());
+    let groups = g.batch.div_ceil(per_gemm).div_ceil(threads) * threads;
+    g.batch.div_ceil(groups).max(1)
 }
 
 /// Fills each `plane`-sized channel of `out` with that channel's bias (`out` may hold several
