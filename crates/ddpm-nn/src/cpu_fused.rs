@@ -49,33 +49,53 @@ impl Real for f64 {
     }
 }
 
-/// Independent accumulators of the f64 sums below: breaking the chain of dependent additions
-/// lets the loops vectorise (one running sum was a latency-bound scalar loop).
-pub(crate) const LANES: usize = 8;
+/// Independent accumulators of [`pair_sum`]: breaking the chain of dependent additions lets
+/// the loops vectorise (one running sum was a latency-bound scalar loop).
+const LANES: usize = 8;
 
-/// `Σ f(x_i)` in f64 over [`LANES`] accumulators.
-pub(crate) fn lane_sum<T: Real>(x: &[T], f: impl Fn(f64) -> f64) -> f64 {
-    let mut acc = [0f64; LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(chunk) {
-            *a += f(v.to_f64());
+/// Sum of `f(v)` over `plane` (see [`pair_sum`]).
+#[inline]
+pub(crate) fn plane_sum<T: Real>(plane: &[T], f: impl Fn(T) -> T) -> f64 {
+    pair_sum(plane, plane, |v, _| f(v))
+}
+
+/// Sum of `f(a_i, b_i)`: in `T` on [`LANES`] independent accumulators per short run (so the
+/// loop vectorises), in f64 across runs.
+#[inline]
+pub(crate) fn pair_sum<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> f64 {
+    const RUN: usize = 16 * LANES;
+    let mut total = 0f64;
+    for (a, b) in a.chunks(RUN).zip(b.chunks(RUN)) {
+        let mut acc = [T::default(); LANES];
+        let (mut a_lanes, mut b_lanes) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+        for (a, b) in (&mut a_lanes).zip(&mut b_lanes) {
+            for ((acc, &a), &b) in acc.iter_mut().zip(a).zip(b) {
+                *acc += f(a, b);
+            }
         }
+        let mut sum = T::default();
+        for (&a, &b) in a_lanes.remainder().iter().zip(b_lanes.remainder()) {
+            sum += f(a, b);
+        }
+        for v in acc {
+            sum += v;
+        }
+        total += sum.to_f64();
     }
-    let tail: f64 = chunks.remainder().iter().map(|&v| f(v.to_f64())).sum();
-    acc.iter().sum::<f64>() + tail
+    total
 }
 
 /// Mean and `1/sqrt(biased var + eps)` of one sample.
 fn stats<T: Real>(x: &[T], eps: f64) -> (f64, f64) {
     let n = x.len() as f64;
-    let mean = lane_sum(x, |v| v) / n;
-    let var = lane_sum(x, |v| (v - mean) * (v - mean)) / n;
+    let mean = plane_sum(x, |v| v) / n;
+    let centre = T::from_f64(mean);
+    let var = plane_sum(x, |v| (v - centre) * (v - centre)) / n;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
-/// LayerNorm forward: `x` (B, N) rows, `w`, `b` (N) -> `y` (B, N). Statistics in f64, the
-/// normalisation itself in `T`.
+/// LayerNorm forward: `x` (B, N) rows, `w`, `b` (N) -> `y` (B, N). Statistics accumulated in
+/// f64 across short runs ([`pair_sum`]), the normalisation itself in `T`.
 pub(crate) fn layer_norm_forward<T: Real>(x: &[T], w: &[T], b: &[T], eps: f64) -> Vec<T> {
     let n = w.len();
     let mut y = vec![T::default(); x.len()];
@@ -104,6 +124,7 @@ pub(crate) fn layer_norm_backward<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64)
             let mut dw = vec![0f64; n];
             let mut db = vec![0f64; n];
             let mut xhat = vec![T::default(); n];
+            let mut g = vec![T::default(); n];
             for (s, dx) in dx.chunks_mut(n).enumerate() {
                 let row = (chunk * per + s) * n;
                 let (x, dy) = (&x[row..row + n], &dy[row..row + n]);
@@ -112,26 +133,11 @@ pub(crate) fn layer_norm_backward<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64)
                 for (xh, &x) in xhat.iter_mut().zip(x) {
                     *xh = (x - mean) * rstd_t;
                 }
-                let (mut sum_g, mut sum_gx) = ([0f64; LANES], [0f64; LANES]);
-                let whole = n / LANES * LANES;
-                let lanes = dy[..whole]
-                    .chunks_exact(LANES)
-                    .zip(w[..whole].chunks_exact(LANES))
-                    .zip(xhat[..whole].chunks_exact(LANES));
-                for ((d, w), xh) in lanes {
-                    for k in 0..LANES {
-                        let g = d[k] * w[k];
-                        sum_g[k] += g.to_f64();
-                        sum_gx[k] += (g * xh[k]).to_f64();
-                    }
+                for ((g, &d), &w) in g.iter_mut().zip(dy).zip(w) {
+                    *g = d * w;
                 }
-                let (mut sum_g, mut sum_gx) =
-                    (sum_g.iter().sum::<f64>(), sum_gx.iter().sum::<f64>());
-                for i in whole..n {
-                    let g = dy[i] * w[i];
-                    sum_g += g.to_f64();
-                    sum_gx += (g * xhat[i]).to_f64();
-                }
+                let sum_g = plane_sum(&g, |g| g);
+                let sum_gx = pair_sum(&g, &xhat, |g, xh| g * xh);
                 for (((dw, db), &d), &xh) in dw.iter_mut().zip(db.iter_mut()).zip(dy).zip(&xhat) {
                     *dw += (d * xh).to_f64();
                     *db += d.to_f64();
@@ -140,8 +146,8 @@ pub(crate) fn layer_norm_backward<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64)
                     T::from_f64(sum_g / n as f64),
                     T::from_f64(sum_gx / n as f64),
                 );
-                for (((dx, &d), &w), &xh) in dx.iter_mut().zip(dy).zip(w).zip(&xhat) {
-                    *dx = rstd_t * (d * w - a - xh * c);
+                for ((dx, &g), &xh) in dx.iter_mut().zip(&g).zip(&xhat) {
+                    *dx = rstd_t * (g - a - xh * c);
                 }
             }
             (dw, db)

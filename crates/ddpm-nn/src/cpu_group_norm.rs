@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use crate::cpu_fused::{LANES, Real};
+use crate::cpu_fused::{Real, pair_sum, plane_sum};
 
 /// Shape and options of a fused GroupNorm.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -70,38 +70,6 @@ impl<'a, T: Real> SampleParams<'a, T> {
     fn shift(&self, c: usize) -> f64 {
         self.shift.map_or(0.0, |s| s[c].to_f64())
     }
-}
-
-/// Sum of `f(v)` over `plane` (see [`pair_sum`]).
-#[inline]
-fn plane_sum<T: Real>(plane: &[T], f: impl Fn(T) -> T) -> f64 {
-    pair_sum(plane, plane, |v, _| f(v))
-}
-
-/// Sum of `f(a_i, b_i)`: in `T` on [`LANES`] independent accumulators per short run (so the
-/// loop vectorises), in f64 across runs.
-#[inline]
-fn pair_sum<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> f64 {
-    const RUN: usize = 16 * LANES;
-    let mut total = 0f64;
-    for (a, b) in a.chunks(RUN).zip(b.chunks(RUN)) {
-        let mut acc = [T::default(); LANES];
-        let (mut a_lanes, mut b_lanes) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-        for (a, b) in (&mut a_lanes).zip(&mut b_lanes) {
-            for ((acc, &a), &b) in acc.iter_mut().zip(a).zip(b) {
-                *acc += f(a, b);
-            }
-        }
-        let mut sum = T::default();
-        for (&a, &b) in a_lanes.remainder().iter().zip(b_lanes.remainder()) {
-            sum += f(a, b);
-        }
-        for v in acc {
-            sum += v;
-        }
-        total += sum.to_f64();
-    }
-    total
 }
 
 /// Mean and `1/sqrt(biased var + eps)` of one group (`x` holds its channels back to back).
