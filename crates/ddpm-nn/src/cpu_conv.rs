@@ -361,48 +361,42 @@ impl<T: Elem> Scratch<T> {
     }
 }
 
-/// The column matrix of the samples `x` (at most `group` of them, side by side): `x` itself for
-/// one sample of a pointwise convolution, else built in `buf`.
-fn columns<'a, T: Elem>(g: &Geom, x: &'a [T], buf: &'a mut [T], group: usize) -> Mat<'a, T> {
-    let n = x.len() / g.in_len();
-    let px = g.out_px();
-    let (data, stored_cols) = if g.is_pointwise() && n == 1 {
-        (x, px)
-    } else if g.is_pointwise() {
-        gather(x, g.c_in, px, &mut buf[..g.c_in * n * px]);
-        (&*buf, n * px)
-    } else {
-        // A fixed row stride keeps every entry's position the same from call to call.
-        let stride = group * px;
-        for (s, x_s) in x.chunks(g.in_len()).enumerate() {
-            let rows = RowsAt {
-                stride,
-                offset: s * px,
-            };
-            im2col(g, x_s, buf, rows);
-        }
-        (&*buf, stride)
-    };
-    Mat {
-        data,
-        stored_cols,
-        trans: false,
-    }
-}
-
-/// `dy` of `n` samples as a `c_out x n·px` operand: itself for one sample, else gathered.
-fn dy_panel<'a, T: Elem>(g: &Geom, dy: &'a [T], panel: &'a mut [T]) -> Mat<'a, T> {
-    let n = dy.len() / g.out_len();
-    let px = g.out_px();
+/// `n` samples of `rows x px` as one `rows x n·px` operand: the samples themselves when `n` is
+/// 1, else gathered side by side into `buf`.
+fn side_by_side<'a, T: Elem>(src: &'a [T], rows: usize, px: usize, buf: &'a mut [T]) -> Mat<'a, T> {
+    let n = src.len() / (rows * px);
     let data = if n == 1 {
-        dy
+        src
     } else {
-        gather(dy, g.c_out, px, &mut panel[..g.c_out * n * px]);
-        &*panel
+        gather(src, rows, px, &mut buf[..rows * n * px]);
+        &*buf
     };
     Mat {
         data,
         stored_cols: n * px,
+        trans: false,
+    }
+}
+
+/// The column matrix of the samples `x` (at most `group` of them, side by side), built in `buf`
+/// (a pointwise convolution's is the input itself, see [`side_by_side`]).
+fn columns<'a, T: Elem>(g: &Geom, x: &'a [T], buf: &'a mut [T], group: usize) -> Mat<'a, T> {
+    let px = g.out_px();
+    if g.is_pointwise() {
+        return side_by_side(x, g.c_in, px, buf);
+    }
+    // A fixed row stride keeps every entry's position the same from call to call.
+    let stride = group * px;
+    for (s, x_s) in x.chunks(g.in_len()).enumerate() {
+        let rows = RowsAt {
+            stride,
+            offset: s * px,
+        };
+        im2col(g, x_s, buf, rows);
+    }
+    Mat {
+        data: buf,
+        stored_cols: stride,
         trans: false,
     }
 }
@@ -458,7 +452,7 @@ pub(crate) fn conv_backward_input<T: Elem>(g: &Geom, dy: &[T], w: &[T], bias: &[
             |s, (gi, dx_g)| {
                 let n = dx_g.len() / g.in_len();
                 let dy_g = &dy[gi * group * g.out_len()..][..n * g.out_len()];
-                let dm = dy_panel(g, dy_g, &mut s.panel);
+                let dm = side_by_side(dy_g, g.c_out, g.out_px(), &mut s.panel);
                 if g.is_pointwise() && n == 1 {
                     fill_bias(dx_g, bias, px);
                     gemm(g.c_in, px, g.c_out, dx_g, wt, dm, true);
@@ -508,7 +502,7 @@ pub(crate) fn conv_backward_weight<T: Elem>(g: &Geom, x: &[T], dy: &[T]) -> Vec<
                     group,
                 );
                 let dy_g = &dy[first * g.out_len()..][..n * g.out_len()];
-                let dm = dy_panel(g, dy_g, &mut s.panel);
+                let dm = side_by_side(dy_g, g.c_out, g.out_px(), &mut s.panel);
                 let ct = Mat {
                     trans: true,
                     ..cols
