@@ -239,11 +239,7 @@ pub fn run(args: Args) -> Result<()> {
     if common.reps == 0 {
         bail!("--reps must be at least 1");
     }
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        // SAFETY: nothing else runs yet (no candle op has started its thread pools), so no
-        // other thread can read the environment concurrently.
-        unsafe { std::env::set_var("CANDLE_NUM_THREADS", common.candle_threads.to_string()) };
-    }
+    ddpm_train::set_candle_threads(common.candle_threads);
     if !common.default_malloc {
         ddpm_train::tune_allocator();
     }

@@ -48,12 +48,18 @@ pub fn select_device(choice: Option<&str>) -> Result<Device> {
 ///
 /// Call it first thing in `main`, before any other thread exists.
 pub fn configure_cpu_threads() {
+    set_candle_threads(1);
+    tune_allocator();
+}
+
+/// Sets `CANDLE_NUM_THREADS` to `n` unless the user already set it. Call it first thing in
+/// `main`, before any other thread exists.
+pub fn set_candle_threads(n: usize) {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // SAFETY: called at the start of `main`, while the process is single-threaded, so
         // no other thread can read the environment concurrently.
-        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", n.to_string()) };
     }
-    tune_allocator();
 }
 
 /// glibc only: keeps freed blocks of up to 32 MiB (its maximum) in the heap for reuse, instead

@@ -27,7 +27,7 @@ pub use data::load_dataset;
 pub use ddpm_dist::WorldInfo;
 /// The network families (re-exported for command lines).
 pub use ddpm_unet::ModelKind;
-pub use device::{configure_cpu_threads, select_device, tune_allocator};
+pub use device::{configure_cpu_threads, select_device, set_candle_threads, tune_allocator};
 pub use ema::Ema;
 pub use error::{Result, TrainError};
 pub use loss::{diffusion_loss, diffusion_loss_given, draw_t_eps};
