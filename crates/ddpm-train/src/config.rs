@@ -429,48 +429,68 @@ impl Recipe {
     }
 }
 
-/// Explicit command-line choices; `None` keeps the preset's value.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Explicit command-line choices (the trainer's options); `None` keeps the preset's value.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
 pub struct Overrides {
-    /// `--model`.
+    /// ref | ref-bn | res | modern
+    #[arg(long)]
     pub model: Option<ModelKind>,
-    /// `--channels`.
+    /// Channel widths per level, e.g. 32,64,128,256.
+    #[arg(long, value_delimiter = ',')]
     pub channels: Option<Vec<usize>>,
-    /// `--pe-dim`.
+    /// Width of the sinusoidal time encoding (ref, res).
+    #[arg(long)]
     pub pe_dim: Option<usize>,
-    /// `--n-steps`.
+    /// Diffusion steps T.
+    #[arg(long)]
     pub n_steps: Option<usize>,
-    /// `--schedule`.
+    /// linear (the reference's, unscaled) | linear-scaled | cosine
+    #[arg(long)]
     pub schedule: Option<BetaKind>,
-    /// `--batch-size`.
+    /// Images per optimizer step.
+    #[arg(long)]
     pub batch_size: Option<usize>,
-    /// `--lr`.
+    /// Peak learning rate (Adam).
+    #[arg(long)]
     pub lr: Option<f64>,
-    /// `--weight-decay`.
+    /// L2 weight decay added to the gradient (0 = plain Adam, the reference).
+    #[arg(long)]
     pub weight_decay: Option<f64>,
-    /// `--epochs`.
+    /// Passes over the data.
+    #[arg(long)]
     pub epochs: Option<u64>,
-    /// `--max-steps`.
+    /// Stop once the run has made N optimizer steps in total (counted across --resume).
+    #[arg(long)]
     pub max_steps: Option<u64>,
-    /// `--ema`.
-    pub ema: Option<f64>,
-    /// `--warmup-steps`.
-    pub warmup_steps: Option<u64>,
-    /// `--lr-schedule`.
-    pub lr_schedule: Option<LrSchedule>,
-    /// `--grad-clip` (0 = off).
-    pub grad_clip: Option<f64>,
-    /// `--hflip`.
-    pub hflip: Option<bool>,
-    /// `--save-every`.
-    pub save_every: Option<Every>,
-    /// `--sample-every`.
-    pub sample_every: Option<Every>,
-    /// `--log-every`.
+    /// Log (metrics.jsonl, loss.png, progress) every N steps.
+    #[arg(long)]
     pub log_every: Option<u64>,
-    /// `--seed`.
+    /// EMA decay of the weights (0 = off).
+    #[arg(long)]
+    pub ema: Option<f64>,
+    /// Linear LR warmup steps.
+    #[arg(long)]
+    pub warmup_steps: Option<u64>,
+    /// constant | cosine (decay to 0 at the last step)
+    #[arg(long)]
+    pub lr_schedule: Option<LrSchedule>,
+    /// Clip the global gradient norm (0 = off).
+    #[arg(long)]
+    pub grad_clip: Option<f64>,
+    /// Random horizontal flips (true/false).
+    #[arg(long)]
+    pub hflip: Option<bool>,
+    /// Seed of initialisation, data order and noise [default: 0].
+    #[arg(long)]
     pub seed: Option<u64>,
-    /// `--keep-last`.
+    /// Checkpoint period: N or Ne = every N epochs, Ns = every N steps.
+    #[arg(long)]
+    pub save_every: Option<Every>,
+    /// Sample-grid period (samples/step_<N>.png): N or Ne = epochs, Ns = steps.
+    #[arg(long)]
+    pub sample_every: Option<Every>,
+    /// Keep only the newest K checkpoints.
+    #[arg(long)]
     pub keep_last: Option<usize>,
 }
 

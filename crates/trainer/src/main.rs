@@ -6,10 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use ddpm_schedule::BetaKind;
 use ddpm_train::{
-    DatasetSpec, DefaultData, Every, LrSchedule, ModelKind, Overrides, RunOptions, TrainConfig,
-    TrainError, WorldInfo,
+    DatasetSpec, DefaultData, Overrides, RunOptions, TrainConfig, TrainError, WorldInfo,
 };
 
 /// Train a DDPM (Ho et al. 2020) on MNIST, anime faces or any image folder.
@@ -41,72 +39,15 @@ struct Args {
     /// [default: anime with --dataset anime, else quick]
     #[arg(long)]
     preset: Option<String>,
-    /// ref | ref-bn | res | modern
-    #[arg(long)]
-    model: Option<ModelKind>,
-    /// Channel widths per level, e.g. 32,64,128,256.
-    #[arg(long, value_delimiter = ',')]
-    channels: Option<Vec<usize>>,
-    /// Width of the sinusoidal time encoding (ref, res).
-    #[arg(long)]
-    pe_dim: Option<usize>,
-    /// Diffusion steps T.
-    #[arg(long)]
-    n_steps: Option<usize>,
-    /// linear (the reference's, unscaled) | linear-scaled | cosine
-    #[arg(long)]
-    schedule: Option<BetaKind>,
-    /// Images per optimizer step.
-    #[arg(long)]
-    batch_size: Option<usize>,
-    /// Peak learning rate (Adam).
-    #[arg(long)]
-    lr: Option<f64>,
-    /// L2 weight decay added to the gradient (0 = plain Adam, the reference).
-    #[arg(long)]
-    weight_decay: Option<f64>,
-    /// Passes over the data.
-    #[arg(long)]
-    epochs: Option<u64>,
-    /// Stop once the run has made N optimizer steps in total (counted across --resume).
-    #[arg(long)]
-    max_steps: Option<u64>,
-    /// Log (metrics.jsonl, loss.png, progress) every N steps.
-    #[arg(long)]
-    log_every: Option<u64>,
-    /// EMA decay of the weights (0 = off).
-    #[arg(long)]
-    ema: Option<f64>,
-    /// Linear LR warmup steps.
-    #[arg(long)]
-    warmup_steps: Option<u64>,
-    /// constant | cosine (decay to 0 at the last step)
-    #[arg(long)]
-    lr_schedule: Option<LrSchedule>,
-    /// Clip the global gradient norm (0 = off).
-    #[arg(long)]
-    grad_clip: Option<f64>,
-    /// Random horizontal flips (true/false).
-    #[arg(long)]
-    hflip: Option<bool>,
-    /// Seed of initialisation, data order and noise [default: 0].
-    #[arg(long)]
-    seed: Option<u64>,
+    /// What to change from the preset.
+    #[command(flatten)]
+    overrides: Overrides,
     /// cpu | cuda | cuda:N [default: CUDA when built with it and a GPU is present]
     #[arg(long)]
     device: Option<String>,
     /// Run directory [default: runs/<dataset>-<preset>-<timestamp>]
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Checkpoint period: N or Ne = every N epochs, Ns = every N steps.
-    #[arg(long)]
-    save_every: Option<Every>,
-    /// Sample-grid period (samples/step_<N>.png): N or Ne = epochs, Ns = steps.
-    #[arg(long)]
-    sample_every: Option<Every>,
-    /// Keep only the newest K checkpoints.
-    #[arg(long)]
-    keep_last: Option<usize>,
     /// Data-parallel processes on this machine, one GPU each (CPU processes with --device cpu).
     /// Across machines, start one process per GPU with torchrun's RANK, WORLD_SIZE,
     /// LOCAL_RANK, MASTER_ADDR and MASTER_PORT set instead (docs/gpu.md).
@@ -119,31 +60,6 @@ struct Args {
 }
 
 impl Args {
-    fn overrides(&self) -> Overrides {
-        Overrides {
-            model: self.model,
-            channels: self.channels.clone(),
-            pe_dim: self.pe_dim,
-            n_steps: self.n_steps,
-            schedule: self.schedule,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            weight_decay: self.weight_decay,
-            epochs: self.epochs,
-            max_steps: self.max_steps,
-            ema: self.ema,
-            warmup_steps: self.warmup_steps,
-            lr_schedule: self.lr_schedule,
-            grad_clip: self.grad_clip,
-            hflip: self.hflip,
-            save_every: self.save_every,
-            sample_every: self.sample_every,
-            log_every: self.log_every,
-            seed: self.seed,
-            keep_last: self.keep_last,
-        }
-    }
-
     fn preset(&self) -> &str {
         match (&self.preset, self.dataset.as_deref()) {
             (Some(preset), _) => preset,
@@ -188,7 +104,7 @@ fn is_peer_failure(e: &TrainError) -> bool {
 
 /// The resolved configuration and run directory.
 fn resolve(args: &Args) -> Result<(TrainConfig, PathBuf)> {
-    let overrides = args.overrides();
+    let overrides = &args.overrides;
     Ok(match &args.resume {
         Some(dir) => {
             let changes = overrides.training_changes();
@@ -210,7 +126,7 @@ fn resolve(args: &Args) -> Result<(TrainConfig, PathBuf)> {
             (config, dir.clone())
         }
         None => {
-            let config = TrainConfig::resolve(args.preset(), args.dataset()?, &overrides)?;
+            let config = TrainConfig::resolve(args.preset(), args.dataset()?, overrides)?;
             let out = args.out.clone().unwrap_or_else(|| {
                 let stamp = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
