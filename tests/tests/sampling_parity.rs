@@ -3,7 +3,7 @@
 //! land on the reference's samples.
 
 use candle_core::{Device, Shape, Tensor};
-use ddpm_schedule::{BetaKind, NoiseSource, Sampler, Schedule, Variance, sample};
+use ddpm_diffusion::{BetaKind, NoiseSource, SamplerConfig, Schedule, Variance, sample};
 use ddpm_tests::{fixture, load_tensors, max_abs_diff, shared_file};
 use ddpm_unet::{ImageShape, Model, ModelConfig, RefUNetConfig};
 
@@ -14,7 +14,7 @@ struct Recorded {
 }
 
 impl NoiseSource for Recorded {
-    fn randn(&mut self, shape: &Shape, _: &Device) -> ddpm_schedule::Result<Tensor> {
+    fn randn(&mut self, shape: &Shape, _: &Device) -> ddpm_diffusion::Result<Tensor> {
         let z = self.z.get(self.next_t)?;
         assert_eq!(z.shape(), shape);
         self.next_t -= 1;
@@ -42,7 +42,7 @@ fn the_full_reverse_chain_matches_the_reference() {
     model.load_state_dict(&tensors).unwrap();
     let schedule = Schedule::new(BetaKind::Linear, 100, &Device::Cpu).unwrap();
     for (variance, name) in [(Variance::Beta, "true"), (Variance::Posterior, "false")] {
-        let sampler = Sampler::Ddpm {
+        let sampler = SamplerConfig::Ddpm {
             variance,
             clip_x0: false,
         };

@@ -1,5 +1,5 @@
 //! `cargo xtask experiment NAME`: the reference's comparisons, measured. Each experiment trains
-//! its arms with `ddpm-train`, samples them with `ddpm-sample`, scores the samples with
+//! its arms with `ddpm-train`, samples them with `ddpm-image`, scores the samples with
 //! `ddpm-eval` and writes `docs/experiments/NAME.md` with the figures, the grids, the command,
 //! the machine and the wall time.
 
@@ -15,8 +15,8 @@ use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use ddpm_data::{ImageSet, Split, load_mnist_dir};
 use ddpm_eval::{Classifier, MnistEvaluator, QualityReport};
-use ddpm_sample::{GenerateOptions, generate, grid, save_image, to_u8};
-use ddpm_schedule::{NoiseRng, Sampler, Schedule};
+use ddpm_image::{grid, save_image, to_u8};
+use ddpm_diffusion::{GenerateOptions, NoiseRng, SamplerConfig, Schedule, generate};
 use ddpm_train::{DatasetSpec, RunOptions, TrainConfig, checkpoint};
 use ddpm_unet::Model;
 
@@ -185,7 +185,7 @@ impl Lab {
     }
 
     /// Samples a trained arm (raw or EMA weights) and scores the samples.
-    fn score(&self, trained: &Trained, ema: bool, sampler: Sampler, label: &str) -> Result<Scored> {
+    fn score(&self, trained: &Trained, ema: bool, sampler: SamplerConfig, label: &str) -> Result<Scored> {
         let dir = checkpoint::latest(&trained.run)?;
         let (model, config, _) = checkpoint::load_model(&dir, &self.device, ema)?;
         let schedule = Schedule::new(config.schedule, config.n_steps, &self.device)?;
@@ -196,7 +196,7 @@ impl Lab {
         &self,
         model: &Model,
         schedule: &Schedule,
-        sampler: Sampler,
+        sampler: SamplerConfig,
         label: &str,
     ) -> Result<Scored> {
         let options = GenerateOptions {

@@ -1,5 +1,5 @@
 //! Reading samples to evaluate: a grid picture (tiles with padding between them, as
-//! `ddpm_sample::grid` writes them) or a folder of pictures.
+//! `ddpm_image::grid` writes them) or a folder of pictures.
 
 use std::path::Path;
 
@@ -121,7 +121,7 @@ pub fn load_images(path: &Path, geometry: GridGeometry, channels: usize) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ddpm_sample::{Images, grid};
+    use ddpm_image::{Images, grid};
 
     /// `n` images of `c` x 5 x 5 whose pixels encode (image, channel, position).
     fn numbered(n: usize, c: usize) -> Images {

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use ddpm_schedule::NoiseRngState;
+use ddpm_diffusion::NoiseRngState;
 use ddpm_unet::Model;
 use serde::{Deserialize, Serialize};
 

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use ddpm_schedule::{BetaKind, Sampler, Variance};
+use ddpm_diffusion::{BetaKind, SamplerConfig, Variance};
 use ddpm_unet::{ImageShape, ModelConfig, ModelKind, ModelSpec, ResidualFrom};
 use serde::{Deserialize, Serialize};
 
@@ -187,7 +187,7 @@ pub struct SampleSettings {
     /// Images per grid row.
     pub nrow: usize,
     /// The reverse process.
-    pub sampler: Sampler,
+    pub sampler: SamplerConfig,
 }
 
 /// How the weights are optimised: shared by a [`Recipe`] and the resolved [`TrainConfig`]
@@ -269,7 +269,7 @@ pub const PRESETS: [&str; 6] = [
 const REFERENCE_GRID: SampleSettings = SampleSettings {
     n: 81,
     nrow: 9,
-    sampler: Sampler::Ddpm {
+    sampler: SamplerConfig::Ddpm {
         variance: Variance::Beta,
         clip_x0: false,
     },
@@ -327,7 +327,7 @@ impl Recipe {
                 sample: SampleSettings {
                     // Measured on this preset's model at 800 steps (docs/training.md): DDPM
                     // with x̂0 clipping scored best (Fréchet 136), DDPM unclipped 154, DDIM-50 189.
-                    sampler: Sampler::Ddpm {
+                    sampler: SamplerConfig::Ddpm {
                         variance: Variance::Posterior,
                         clip_x0: true,
                     },
@@ -395,7 +395,7 @@ impl Recipe {
                 save_every: Some(Every::Epochs(10)),
                 sample_every: Some(Every::Epochs(10)),
                 sample: SampleSettings {
-                    sampler: Sampler::Ddim {
+                    sampler: SamplerConfig::Ddim {
                         steps: 100,
                         eta: 0.0,
                         clip_x0: true,
@@ -620,7 +620,7 @@ impl TrainConfig {
         }
         let model = recipe.model_config(dataset.image())?;
         let mut sample = recipe.sample;
-        if let Sampler::Ddim { steps, .. } = &mut sample.sampler {
+        if let SamplerConfig::Ddim { steps, .. } = &mut sample.sampler {
             // A preset's DDIM preview uses every step of a chain shorter than its step count.
             *steps = (*steps).min(recipe.n_steps);
         }

@@ -14,13 +14,13 @@ pub enum TrainError {
     Data(#[from] ddpm_data::DataError),
     /// The schedule or sampler rejected its input.
     #[error(transparent)]
-    Schedule(#[from] ddpm_schedule::ScheduleError),
+    Schedule(#[from] ddpm_diffusion::DiffusionError),
     /// A collective operation of data-parallel training failed (a peer died, timed out, ...).
     #[error(transparent)]
     Dist(#[from] ddpm_dist::DistError),
     /// Writing a sample grid failed.
     #[error(transparent)]
-    Sample(#[from] ddpm_sample::SampleError),
+    Sample(#[from] ddpm_image::ImageError),
     /// Options that do not fit together.
     #[error("{0}")]
     Config(String),

@@ -2,7 +2,7 @@
 //! directory with checkpoints, metrics, a loss curve and sample grids.
 //!
 //! Data flow of one step ([`run::train`]): the dataset's next batch (shuffled per epoch from
-//! the seed) → t ~ U[0, T) and ε ~ N(0, I) from the run's [`ddpm_schedule::NoiseRng`] → x_t by
+//! the seed) → t ~ U[0, T) and ε ~ N(0, I) from the run's [`ddpm_diffusion::NoiseRng`] → x_t by
 //! forward noising → ε̂ = UNet(x_t, t) → MSE(ε̂, ε) → backward → optional gradient clipping →
 //! [`Adam`] (PyTorch semantics) at the scheduled learning rate → [`Ema`] of the weights.
 //! [`checkpoint`] writes everything a bit-exact resume needs, atomically.

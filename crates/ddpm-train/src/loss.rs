@@ -1,7 +1,7 @@
 //! The DDPM training objective.
 
 use candle_core::Tensor;
-use ddpm_schedule::{NoiseRng, NoiseSource, Schedule};
+use ddpm_diffusion::{NoiseRng, NoiseSource, Schedule};
 use ddpm_unet::Model;
 
 use crate::Result;

@@ -99,7 +99,7 @@ pub fn plot_loss(lines: &[MetricsLine], path: &Path) -> Result<()> {
             );
         }
     }
-    ddpm_sample::save_image(&DynamicImage::ImageRgb8(img), path)?;
+    ddpm_image::save_image(&DynamicImage::ImageRgb8(img), path)?;
     Ok(())
 }
 

@@ -9,8 +9,8 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use ddpm_data::{Batches, batch_tensor};
 use ddpm_dist::{Backend, Collective, WorldInfo};
-use ddpm_sample::{GenerateOptions, generate, grid, save_image, to_u8};
-use ddpm_schedule::{NoiseRng, NoiseRngState, Schedule};
+use ddpm_image::{grid, save_image, to_u8};
+use ddpm_diffusion::{GenerateOptions, NoiseRng, NoiseRngState, Schedule, generate};
 use ddpm_unet::{Model, PE_TABLE_NAME};
 use indicatif::{ProgressBar, ProgressStyle};
 

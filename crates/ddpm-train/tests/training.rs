@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use candle_core::{Device, Tensor};
 use ddpm_data::{batch_tensor, embedded_mnist};
-use ddpm_schedule::{BetaKind, NoiseRng, Schedule};
+use ddpm_diffusion::{BetaKind, NoiseRng, Schedule};
 use ddpm_train::{
     Adam, DatasetSpec, Every, LrSchedule, ModelKind, Overrides, RunOptions, TrainConfig,
     TrainError, WorldInfo, checkpoint, diffusion_loss, optimizer_step, train,

@@ -22,7 +22,7 @@ mod time;
 pub use config::{
     ImageShape, ModelConfig, ModernUNetConfig, RefNorm, RefUNetConfig, ResUNetConfig, ResidualFrom,
 };
-pub use ddpm_schedule::EpsModel;
+pub use ddpm_diffusion::Denoiser;
 pub use error::{Result, UnetError};
 pub use layers::Tracer;
 pub use model::Model;

@@ -6,7 +6,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use ddpm_nn::{BatchNorm2d, SeededInit};
-use ddpm_schedule::EpsModel;
+use ddpm_diffusion::Denoiser;
 
 use crate::config::ModelConfig;
 use crate::error::{Result, UnetError};
@@ -242,9 +242,9 @@ impl Model {
     }
 }
 
-impl EpsModel for Model {
+impl Denoiser for Model {
     /// The network in eval mode.
-    fn predict_eps(&self, x_t: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
+    fn predict(&self, x_t: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
         self.forward(x_t, t, false)
     }
 }

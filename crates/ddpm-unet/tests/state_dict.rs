@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 use ddpm_tests::max_abs_diff;
 use ddpm_unet::{
-    EpsModel, Model, ModelConfig, ModernUNetConfig, RefNorm, RefUNetConfig, ResUNetConfig,
+    Denoiser, Model, ModelConfig, ModernUNetConfig, RefNorm, RefUNetConfig, ResUNetConfig,
     UnetError,
 };
 
@@ -65,8 +65,8 @@ fn save_then_load_reproduces_the_outputs() {
         let fresh = Model::new(&config, &Device::Cpu, 2).unwrap();
         let before = fresh.forward(&x, &t, false).unwrap();
         fresh.load(&path).unwrap();
-        let want = trained.predict_eps(&x, &t).unwrap();
-        let got = fresh.predict_eps(&x, &t).unwrap();
+        let want = trained.predict(&x, &t).unwrap();
+        let got = fresh.predict(&x, &t).unwrap();
         assert_eq!(max_abs_diff(&want, &got), 0.0, "{config:?}");
         assert!(
             max_abs_diff(&want, &before) > 0.0,

@@ -1,5 +1,5 @@
 //! `sampler`: draw image grids from a trained DDPM (a run's checkpoint, or weights exported
-//! from the PyTorch reference). A thin command line over `ddpm_sample` and `ddpm_train`.
+//! from the PyTorch reference). A thin command line over `ddpm_image` and `ddpm_train`.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Tensor};
 use clap::Parser;
-use ddpm_sample::{GenerateOptions, Trajectory, generate, grid, save_image, to_u8};
-use ddpm_schedule::{BetaKind, NoiseRng, Sampler, Schedule, Variance};
+use ddpm_image::{Trajectory, grid, save_image, to_u8};
+use ddpm_diffusion::{BetaKind, GenerateOptions, NoiseRng, SamplerConfig, Schedule, Variance, generate};
 use ddpm_train::checkpoint;
 use ddpm_unet::{ImageShape, Model, ModelKind, ModelSpec, ResidualFrom};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -106,9 +106,9 @@ struct Args {
 }
 
 impl Args {
-    fn sampler(&self) -> Result<Sampler> {
+    fn sampler(&self) -> Result<SamplerConfig> {
         Ok(match self.sampler.as_str() {
-            "ddpm" => Sampler::Ddpm {
+            "ddpm" => SamplerConfig::Ddpm {
                 variance: match self.var.as_str() {
                     "beta" => Variance::Beta,
                     "posterior" => Variance::Posterior,
@@ -116,7 +116,7 @@ impl Args {
                 },
                 clip_x0: self.clip_x0,
             },
-            "ddim" => Sampler::Ddim {
+            "ddim" => SamplerConfig::Ddim {
                 steps: self.steps,
                 eta: self.eta,
                 clip_x0: self.clip_x0,

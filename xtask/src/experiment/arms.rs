@@ -1,7 +1,7 @@
 //! The five experiments: which arms they train and how each is sampled and scored.
 
 use anyhow::Result;
-use ddpm_schedule::{Sampler, Variance};
+use ddpm_diffusion::{SamplerConfig, Variance};
 use ddpm_train::{Every, ModelKind, Overrides, TrainConfig};
 use ddpm_unet::{ModelConfig, ResidualFrom};
 
@@ -37,7 +37,7 @@ impl Experiment {
     }
 }
 
-const DDPM: Sampler = Sampler::Ddpm {
+const DDPM: SamplerConfig = SamplerConfig::Ddpm {
     variance: Variance::Beta,
     clip_x0: false,
 };
@@ -67,7 +67,7 @@ fn config(
     let mut config = TrainConfig::resolve("ref-mnist", lab.scale.dataset.clone(), &overrides)?;
     config.sample_every = None;
     // The run's own final grid is only a preview here (the arms are scored separately).
-    config.sample.sampler = Sampler::Ddim {
+    config.sample.sampler = SamplerConfig::Ddim {
         steps: 20,
         eta: 0.0,
         clip_x0: false,
@@ -155,21 +155,21 @@ pub fn run(experiment: Experiment, lab: &Lab) -> Result<String> {
                 let arms = [
                     (
                         format!("DDPM-1000 σ²=β{clip}"),
-                        Sampler::Ddpm {
+                        SamplerConfig::Ddpm {
                             variance: Variance::Beta,
                             clip_x0,
                         },
                     ),
                     (
                         format!("DDPM-1000 posterior{clip}"),
-                        Sampler::Ddpm {
+                        SamplerConfig::Ddpm {
                             variance: Variance::Posterior,
                             clip_x0,
                         },
                     ),
                     (
                         format!("DDIM-20 η=0{clip}"),
-                        Sampler::Ddim {
+                        SamplerConfig::Ddim {
                             steps: 20,
                             eta: 0.0,
                             clip_x0,
@@ -177,7 +177,7 @@ pub fn run(experiment: Experiment, lab: &Lab) -> Result<String> {
                     ),
                     (
                         format!("DDIM-50 η=0{clip}"),
-                        Sampler::Ddim {
+                        SamplerConfig::Ddim {
                             steps: 50,
                             eta: 0.0,
                             clip_x0,
@@ -185,7 +185,7 @@ pub fn run(experiment: Experiment, lab: &Lab) -> Result<String> {
                     ),
                     (
                         format!("DDIM-100 η=0{clip}"),
-                        Sampler::Ddim {
+                        SamplerConfig::Ddim {
                             steps: 100,
                             eta: 0.0,
                             clip_x0,
@@ -193,7 +193,7 @@ pub fn run(experiment: Experiment, lab: &Lab) -> Result<String> {
                     ),
                     (
                         format!("DDIM-50 η=1{clip}"),
-                        Sampler::Ddim {
+                        SamplerConfig::Ddim {
                             steps: 50,
                             eta: 1.0,
                             clip_x0,
@@ -275,7 +275,7 @@ pub fn run(experiment: Experiment, lab: &Lab) -> Result<String> {
                 lab.score(
                     r,
                     false,
-                    Sampler::Ddim {
+                    SamplerConfig::Ddim {
                         steps: 50,
                         eta: 0.0,
                         clip_x0: false,
@@ -289,7 +289,7 @@ pub fn run(experiment: Experiment, lab: &Lab) -> Result<String> {
                 lab.score(
                     r,
                     false,
-                    Sampler::Ddpm {
+                    SamplerConfig::Ddpm {
                         variance: Variance::Beta,
                         clip_x0: true,
                     },

@@ -4,7 +4,7 @@ use candle_core::Tensor;
 use image::codecs::gif::{GifEncoder, Repeat};
 use image::{Delay, Frame};
 
-use crate::{Result, SampleError, grid, save_image, to_u8};
+use crate::{Result, ImageError, grid, save_image, to_u8};
 
 /// Snapshots of the reverse process for the first few images: x_t at about `frames` evenly
 /// spaced points of the chain (the last is the final sample).
@@ -43,7 +43,7 @@ impl Trajectory {
     /// (one frame per snapshot, images side by side; `.gif`).
     pub fn save(&self, path: &Path) -> Result<()> {
         if self.snapshots.is_empty() {
-            return Err(SampleError::Invalid(
+            return Err(ImageError::Invalid(
                 "the trajectory recorded nothing".into(),
             ));
         }
@@ -62,11 +62,11 @@ impl Trajectory {
     }
 
     fn save_gif(&self, path: &Path) -> Result<()> {
-        let io = |source| SampleError::Io {
+        let io = |source| ImageError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let write = |source| SampleError::Write {
+        let write = |source| ImageError::Write {
             path: path.to_path_buf(),
             source,
         };

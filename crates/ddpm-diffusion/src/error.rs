@@ -1,6 +1,6 @@
 /// Errors of the schedule crate.
 #[derive(Debug, thiserror::Error)]
-pub enum ScheduleError {
+pub enum DiffusionError {
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -15,10 +15,10 @@ pub enum ScheduleError {
 }
 
 /// Result alias of the schedule crate.
-pub type Result<T> = std::result::Result<T, ScheduleError>;
+pub type Result<T> = std::result::Result<T, DiffusionError>;
 
 pub(crate) fn invalid<T>(what: &'static str, why: impl Into<String>) -> Result<T> {
-    Err(ScheduleError::Invalid {
+    Err(DiffusionError::Invalid {
         what,
         why: why.into(),
     })

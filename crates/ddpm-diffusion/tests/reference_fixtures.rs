@@ -2,7 +2,7 @@
 //! ../shared/fixtures; see tests/fixtures/index.json).
 
 use candle_core::{DType, Device, Tensor};
-use ddpm_schedule::{BetaKind, Schedule, Variance};
+use ddpm_diffusion::{BetaKind, Schedule, Variance};
 use ddpm_tests::{assert_close, fixture, load_tensors};
 
 fn f32_vec(t: &Tensor) -> Vec<f32> {

@@ -18,7 +18,7 @@ pub enum BetaKind {
 }
 
 impl std::str::FromStr for BetaKind {
-    type Err = crate::ScheduleError;
+    type Err = crate::DiffusionError;
 
     /// `linear`, `linear-scaled` or `cosine`.
     fn from_str(s: &str) -> Result<Self> {

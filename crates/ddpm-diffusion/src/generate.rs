@@ -1,7 +1,6 @@
 use candle_core::{DType, Device, Shape, Tensor};
-use ddpm_schedule::{EpsModel, NoiseSource, Sampler, Schedule, StepInfo, sample};
-
-use crate::{Result, SampleError};
+use crate::error::invalid;
+use crate::{Denoiser, NoiseSource, Result, SamplerConfig, Schedule, StepInfo, sample};
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -13,7 +12,7 @@ pub struct GenerateOptions {
     /// The most images denoised at once (bounds memory for large `n`).
     pub batch_size: usize,
     /// The reverse process.
-    pub sampler: Sampler,
+    pub sampler: SamplerConfig,
 }
 
 /// Generates `options.n` samples in batches; `x_init` (if given, shape (n, C, H, W)) replaces
@@ -22,7 +21,7 @@ pub struct GenerateOptions {
 /// All randomness comes from `noise`: x_T of every batch is drawn first, then the steps'
 /// noise, so a seed fixes the output.
 pub fn generate(
-    model: &impl EpsModel,
+    model: &impl Denoiser,
     schedule: &Schedule,
     options: &GenerateOptions,
     x_init: Option<&Tensor>,
@@ -32,18 +31,22 @@ pub fn generate(
 ) -> Result<Tensor> {
     let [c, h, w] = options.image;
     if options.n == 0 || options.batch_size == 0 {
-        return Err(SampleError::Invalid(
-            "the number of images and the batch size must be at least 1".into(),
-        ));
+        return invalid(
+            "n",
+            "the number of images and the batch size must be at least 1",
+        );
     }
     let full: Shape = (options.n, c, h, w).into();
     let x_t = match x_init {
         Some(x) if x.shape() != &full => {
-            return Err(SampleError::Invalid(format!(
-                "the initial noise has shape {:?}, expected {:?}",
-                x.dims(),
-                full.dims()
-            )));
+            return invalid(
+                "x_init",
+                format!(
+                    "the initial noise has shape {:?}, expected {:?}",
+                    x.dims(),
+                    full.dims()
+                ),
+            );
         }
         Some(x) => x.to_dtype(DType::F32)?.to_device(device)?,
         None => noise.randn(&full, device)?,

@@ -3,7 +3,7 @@ use std::path::Path;
 use candle_core::{DType, Tensor};
 use image::{DynamicImage, GrayImage, RgbImage};
 
-use crate::{Result, SampleError};
+use crate::{Result, ImageError};
 
 /// A batch of 8-bit images, N x C x H x W row-major, C = 1 (gray) or 3 (RGB).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,13 +54,13 @@ fn tile_to_picture(chw: &[u8], c: usize, h: usize, w: usize) -> DynamicImage {
 pub fn to_u8(x: &Tensor) -> Result<Images> {
     let (n, c, h, w) = x.dims4()?;
     if c != 1 && c != 3 {
-        return Err(SampleError::Invalid(format!(
+        return Err(ImageError::Invalid(format!(
             "images need 1 or 3 channels, got {c}"
         )));
     }
     let values = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(SampleError::Invalid(format!(
+        return Err(ImageError::Invalid(format!(
             "sample {} contains a non-finite value ({})",
             i / (c * h * w),
             values[i]
@@ -81,7 +81,7 @@ pub fn to_u8(x: &Tensor) -> Result<Images> {
 pub fn grid(images: &Images, nrow: usize, padding: usize) -> Result<DynamicImage> {
     let [n, c, h, w] = images.dims;
     if nrow == 0 || n == 0 || !n.is_multiple_of(nrow) {
-        return Err(SampleError::Invalid(format!(
+        return Err(ImageError::Invalid(format!(
             "{n} images do not fill rows of {nrow}: choose n as a multiple of nrow"
         )));
     }
@@ -106,21 +106,21 @@ pub fn grid(images: &Images, nrow: usize, padding: usize) -> Result<DynamicImage
 /// Writes a picture (PNG, GIF, ... by extension), creating the parent folder, through a
 /// temporary file renamed into place so that a failed write never leaves a partial file.
 pub fn save_image(picture: &DynamicImage, path: &Path) -> Result<()> {
-    let io = |source| SampleError::Io {
+    let io = |source| ImageError::Io {
         path: path.to_path_buf(),
         source,
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
-    let format = image::ImageFormat::from_path(path).map_err(|source| SampleError::Write {
+    let format = image::ImageFormat::from_path(path).map_err(|source| ImageError::Write {
         path: path.to_path_buf(),
         source,
     })?;
     let tmp = path.with_extension("partial");
     picture
         .save_with_format(&tmp, format)
-        .map_err(|source| SampleError::Write {
+        .map_err(|source| ImageError::Write {
             path: path.to_path_buf(),
             source,
         })?;

@@ -1,7 +1,7 @@
 //! Properties every schedule and sampler must have, over many T and all schedule kinds.
 
 use candle_core::{Device, Tensor};
-use ddpm_schedule::{BetaKind, DdimOptions, NoiseRng, Sampler, Schedule, Variance, sample};
+use ddpm_diffusion::{BetaKind, DdimOptions, NoiseRng, SamplerConfig, Schedule, Variance, sample};
 use ddpm_tests::{assert_close, max_abs_diff};
 
 const KINDS: [BetaKind; 3] = [BetaKind::Linear, BetaKind::LinearScaled, BetaKind::Cosine];
@@ -72,14 +72,14 @@ fn invalid_settings_are_errors() {
     let t = Tensor::new(&[10u32], &Device::Cpu).unwrap();
     assert!(s.add_noise(&x, &t, &x).is_err());
     for steps in [0, 11] {
-        let ddim = Sampler::Ddim {
+        let ddim = SamplerConfig::Ddim {
             steps,
             eta: 0.0,
             clip_x0: false,
         };
         assert!(ddim.timesteps(10).is_err());
     }
-    let ddim = Sampler::Ddim {
+    let ddim = SamplerConfig::Ddim {
         steps: 5,
         eta: 1.5,
         clip_x0: false,
@@ -89,7 +89,7 @@ fn invalid_settings_are_errors() {
 
 #[test]
 fn ddim_timesteps_span_the_chain() {
-    let ts = Sampler::Ddim {
+    let ts = SamplerConfig::Ddim {
         steps: 5,
         eta: 0.0,
         clip_x0: false,
@@ -97,7 +97,7 @@ fn ddim_timesteps_span_the_chain() {
     .timesteps(1000)
     .unwrap();
     assert_eq!(ts, vec![999, 749, 500, 250, 0]);
-    let all = Sampler::Ddim {
+    let all = SamplerConfig::Ddim {
         steps: 1000,
         eta: 0.0,
         clip_x0: false,
@@ -154,11 +154,11 @@ fn ddim_with_every_step_and_eta_one_is_ddpm_with_posterior_variance() {
         // so per-step f32 rounding grows like 1/sqrt(ᾱ_T): the tolerance scales with it.
         let growth = 1.0 / (*s.alpha_bars().last().unwrap() as f64).sqrt();
         for clip_x0 in [false, true] {
-            let ddpm = Sampler::Ddpm {
+            let ddpm = SamplerConfig::Ddpm {
                 variance: Variance::Posterior,
                 clip_x0,
             };
-            let ddim = Sampler::Ddim {
+            let ddim = SamplerConfig::Ddim {
                 steps: 100,
                 eta: 1.0,
                 clip_x0,
@@ -178,7 +178,7 @@ fn ddim_with_every_step_and_eta_one_is_ddpm_with_posterior_variance() {
 #[test]
 fn ddim_with_eta_zero_is_deterministic_and_ignores_the_noise_source() {
     let s = Schedule::new(BetaKind::Linear, 1000, &Device::Cpu).unwrap();
-    let ddim = Sampler::Ddim {
+    let ddim = SamplerConfig::Ddim {
         steps: 20,
         eta: 0.0,
         clip_x0: false,
@@ -187,7 +187,7 @@ fn ddim_with_eta_zero_is_deterministic_and_ignores_the_noise_source() {
     let b = sample(&s, &ddim, &toy_eps, x_t(2), &mut NoiseRng::new(2), |_| {}).unwrap();
     assert_eq!(max_abs_diff(&a, &b), 0.0);
     // ...while DDPM depends on its noise.
-    let ddpm = Sampler::default();
+    let ddpm = SamplerConfig::default();
     let c = sample(&s, &ddpm, &toy_eps, x_t(2), &mut NoiseRng::new(1), |_| {}).unwrap();
     let d = sample(&s, &ddpm, &toy_eps, x_t(2), &mut NoiseRng::new(2), |_| {}).unwrap();
     assert!(max_abs_diff(&c, &d) > 1e-3);
@@ -197,7 +197,7 @@ fn ddim_with_eta_zero_is_deterministic_and_ignores_the_noise_source() {
 fn the_loop_reports_every_step_and_clipping_bounds_the_final_sample() {
     let s = Schedule::new(BetaKind::Linear, 50, &Device::Cpu).unwrap();
     let mut seen = Vec::new();
-    let sampler = Sampler::Ddpm {
+    let sampler = SamplerConfig::Ddpm {
         variance: Variance::Beta,
         clip_x0: true,
     };

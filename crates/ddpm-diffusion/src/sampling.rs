@@ -6,16 +6,16 @@ use crate::{DdimOptions, NoiseSource, Result, Schedule, Variance};
 
 /// Anything that predicts the noise ε̂ in x_t: the denoising network in practice, a closure in
 /// tests. `t` is a (B,) u32 tensor of timesteps on the same device as `x_t`.
-pub trait EpsModel {
+pub trait Denoiser {
     /// Returns ε̂(x_t, t), of the same shape as `x_t`.
-    fn predict_eps(&self, x_t: &Tensor, t: &Tensor) -> candle_core::Result<Tensor>;
+    fn predict(&self, x_t: &Tensor, t: &Tensor) -> candle_core::Result<Tensor>;
 }
 
-impl<F> EpsModel for F
+impl<F> Denoiser for F
 where
     F: Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>,
 {
-    fn predict_eps(&self, x_t: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
+    fn predict(&self, x_t: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
         self(x_t, t)
     }
 }
@@ -23,7 +23,7 @@ where
 /// How to run the reverse process.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Sampler {
+pub enum SamplerConfig {
     /// Ancestral DDPM over all T steps.
     Ddpm {
         /// The step variance.
@@ -42,9 +42,9 @@ pub enum Sampler {
     },
 }
 
-impl Default for Sampler {
+impl Default for SamplerConfig {
     fn default() -> Self {
-        Sampler::Ddpm {
+        SamplerConfig::Ddpm {
             variance: Variance::Beta,
             clip_x0: false,
         }
@@ -64,12 +64,12 @@ pub struct StepInfo<'a> {
     pub x: &'a Tensor,
 }
 
-impl Sampler {
+impl SamplerConfig {
     /// The timesteps visited, in decreasing order.
     pub fn timesteps(&self, n_steps: usize) -> Result<Vec<usize>> {
         match *self {
-            Sampler::Ddpm { .. } => Ok((0..n_steps).rev().collect()),
-            Sampler::Ddim { steps, eta, .. } => {
+            SamplerConfig::Ddpm { .. } => Ok((0..n_steps).rev().collect()),
+            SamplerConfig::Ddim { steps, eta, .. } => {
                 if steps == 0 || steps > n_steps {
                     return invalid(
                         "steps",
@@ -100,8 +100,8 @@ impl Sampler {
 /// sees each intermediate sample (for progress bars and trajectories).
 pub fn sample(
     schedule: &Schedule,
-    sampler: &Sampler,
-    model: &impl EpsModel,
+    sampler: &SamplerConfig,
+    model: &impl Denoiser,
     x_t: Tensor,
     noise: &mut impl NoiseSource,
     mut on_step: impl FnMut(StepInfo<'_>),
@@ -112,9 +112,9 @@ pub fn sample(
     let mut x = x_t;
     for (i, &t) in timesteps.iter().enumerate() {
         let t_tensor = Tensor::full(t as u32, batch, x.device())?.to_dtype(DType::U32)?;
-        let eps = model.predict_eps(&x, &t_tensor)?;
+        let eps = model.predict(&x, &t_tensor)?;
         x = match *sampler {
-            Sampler::Ddpm { variance, clip_x0 } => {
+            SamplerConfig::Ddpm { variance, clip_x0 } => {
                 let z = if t > 0 {
                     Some(noise.randn(x.shape(), x.device())?)
                 } else {
@@ -122,7 +122,7 @@ pub fn sample(
                 };
                 schedule.ddpm_step(&x, t, &eps, z.as_ref(), variance, clip_x0)?
             }
-            Sampler::Ddim { eta, clip_x0, .. } => {
+            SamplerConfig::Ddim { eta, clip_x0, .. } => {
                 let t_prev = timesteps.get(i + 1).copied();
                 let z = if eta > 0.0 && t_prev.is_some() {
                     Some(noise.randn(x.shape(), x.device())?)

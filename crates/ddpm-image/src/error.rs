@@ -1,14 +1,11 @@
 use std::path::PathBuf;
 
-/// Errors of sample generation and image output.
+/// Errors of image output.
 #[derive(Debug, thiserror::Error)]
-pub enum SampleError {
+pub enum ImageError {
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
-    /// The reverse process failed.
-    #[error(transparent)]
-    Schedule(#[from] ddpm_schedule::ScheduleError),
     /// The request does not make sense (grid shape, tensor shape, ...).
     #[error("{0}")]
     Invalid(String),
@@ -31,4 +28,4 @@ pub enum SampleError {
 }
 
 /// Result alias of this crate.
-pub type Result<T> = std::result::Result<T, SampleError>;
+pub type Result<T> = std::result::Result<T, ImageError>;
