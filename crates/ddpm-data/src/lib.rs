@@ -1,5 +1,8 @@
 //! Datasets for the DDPM toolkit.
 //!
+//! - [`DatasetSpec`]: the datasets by name (mnist, anime, folder, embedded): default folders,
+//!   presence checks with the command that fetches what is missing, and loading with labels
+//!   ([`Dataset`]). Adding a dataset starts there.
 //! - MNIST IDX files, raw or gzip-compressed: [`load_mnist_dir`], [`read_idx_images`],
 //!   [`read_idx_labels`]; and the first 2,000 training digits compiled into the library:
 //!   [`embedded_mnist`].
@@ -12,6 +15,7 @@
 
 mod batch;
 mod cache;
+mod dataset;
 mod error;
 mod folder;
 mod idx;
@@ -21,6 +25,7 @@ mod mnist;
 mod transform;
 
 pub use batch::{Batches, EpochPlan, batch_tensor};
+pub use dataset::{ANIME_DIR, Dataset, DatasetSpec, MNIST_DIR};
 pub use error::{DataError, Result};
 pub use folder::{
     CacheUse, FolderCheck, FolderOptions, FolderReport, OnCorrupt, check_image_folder,
