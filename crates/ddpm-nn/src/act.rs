@@ -2,8 +2,8 @@
 
 use candle_core::{Result, Tensor};
 
-use crate::conv_op::fast_cpu;
-use crate::fused_op::LeakyReluOp;
+use crate::ops::act::LeakyReluOp;
+use crate::ops::fast_cpu;
 
 /// `torch.nn.functional.leaky_relu(x, slope)`: `x` where `x > 0`, `slope * x` elsewhere
 /// (gradient 1 resp. `slope`; at exactly 0 the gradient is `slope`, like torch). One fused

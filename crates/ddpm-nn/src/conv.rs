@@ -3,9 +3,10 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::conv_op::{ConvBwdInput, ConvFwd, fast_cpu};
 use crate::error::{bad_config, bad_shape};
 use crate::init::InitSpec;
+use crate::ops::conv::{ConvBwdInput, ConvFwd};
+use crate::ops::fast_cpu;
 
 /// Checks `x` (B,C,H,W) against `weight` and returns `(c_in of x, kernel size)`.
 fn check_conv_args(

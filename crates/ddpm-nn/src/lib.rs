@@ -47,20 +47,39 @@
 //!
 //! # Gradient checking
 //! [`gradcheck`] compares candle's backprop with central finite differences.
+//!
+//! # CPU tuning
+//! [`configure_cpu_threads`] (call it first thing in `main`) keeps candle's matmul pool to one
+//! thread ([`set_candle_threads`]) so that it does not compete with the kernels' rayon pool, and
+//! tunes glibc's allocator ([`tune_allocator`]).
+//!
+//! # Layout
+//! Three tiers of modules, each using only the tiers below it:
+//! - **layers** (the files at the top: `conv`, `linear`, `norm`, `pool`, `act`, `upsample`,
+//!   `softmax`, `matmul`, plus `init`, `gradcheck`, `error`): the public functions and modules,
+//!   their argument checks, and the `*_portable` twins written with candle ops. A function with
+//!   a CPU kernel calls its custom op when `ops::fast_cpu` says the kernels apply.
+//! - **`ops/`**: the candle `CustomOp1/2/3` impls that wire the kernels into autograd, one file
+//!   per op family; every one reaches its kernel through `ops::dispatch::float_kernel!`, the one
+//!   f32/f64 dispatch (contiguity and dtype checks, errors naming the op).
+//! - **`cpu/`**: the kernels themselves on plain slices (generic over `cpu::real::Real`, f32 or
+//!   f64, parallel with rayon), the shared `gemm` and reductions, and the thread and allocator
+//!   tuning.
+//!
+//! A new layer goes in its own top-level file, re-exported here; a new kernel goes in
+//! `cpu/<family>.rs`, its op (forward and backward) in `ops/<family>.rs`, and the layer calls
+//! the op when `fast_cpu` holds and its portable twin otherwise (the tests compare the two).
 
 mod act;
 mod conv;
-mod conv_op;
-mod cpu_conv;
-mod cpu_fused;
-mod cpu_group_norm;
+mod cpu;
 mod error;
-mod fused_op;
 pub mod gradcheck;
 mod init;
 mod linear;
 mod matmul;
 mod norm;
+mod ops;
 mod pool;
 mod softmax;
 mod upsample;
@@ -69,6 +88,7 @@ pub use act::{leaky_relu, leaky_relu_portable, relu, silu};
 pub use conv::{
     Conv2d, ConvTranspose2d, conv_transpose2d, conv_transpose2d_portable, conv2d, conv2d_portable,
 };
+pub use cpu::tuning::{configure_cpu_threads, set_candle_threads, tune_allocator};
 pub use error::NnError;
 pub use init::{InitSpec, SeededInit, reinit_seeded};
 pub use linear::Linear;

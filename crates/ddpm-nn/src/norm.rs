@@ -6,10 +6,10 @@ use std::sync::Mutex;
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::conv_op::fast_cpu;
 use crate::error::{NnError, bad_config, bad_shape};
-use crate::fused_op::{GroupNormOp, LayerNormOp};
 use crate::init::InitSpec;
+use crate::ops::fast_cpu;
+use crate::ops::norm::{GroupNormOp, LayerNormOp};
 
 /// Normalises `x` (B, N) over dim 1: `(x - mean) / sqrt(biased var + eps)`.
 fn standardise_rows(x: &Tensor, eps: f64) -> Result<Tensor> {

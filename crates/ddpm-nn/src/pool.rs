@@ -2,9 +2,9 @@
 
 use candle_core::{Result, Tensor};
 
-use crate::conv_op::fast_cpu;
 use crate::error::{bad_config, bad_shape};
-use crate::fused_op::MaxPoolOp;
+use crate::ops::fast_cpu;
+use crate::ops::pool::MaxPoolOp;
 
 /// `torch.nn.functional.max_pool2d(x, kernel)` (stride = kernel, floor mode) on (B,C,H,W).
 ///

@@ -1,83 +1,14 @@
-//! candle custom ops wiring the CPU kernels of [`crate::cpu_conv`] into autograd.
+//! candle custom ops wiring the convolution kernels of [`crate::cpu::conv`] into autograd.
 //!
 //! [`ConvFwd`] is the ordinary convolution, [`ConvBwdInput`] its input gradient (which is also
 //! the transposed convolution's forward) and [`ConvBwdWeight`] its weight gradient. The backward
 //! of each differentiable op is expressed with the other two, so every pass runs the fast
 //! kernels. Inputs must be contiguous (the callers make them so).
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
-use crate::cpu_conv::{Geom, conv_backward_input, conv_backward_weight, conv_forward};
-
-/// Whether the CPU kernels apply: every tensor on the CPU, one float dtype (f32 or f64).
-pub(crate) fn fast_cpu(tensors: &[&Tensor]) -> bool {
-    let dtype = tensors[0].dtype();
-    matches!(dtype, DType::F32 | DType::F64)
-        && tensors
-            .iter()
-            .all(|t| t.device().is_cpu() && t.dtype() == dtype)
-}
-
-/// The contiguous slice of `s` described by `l`.
-pub(crate) fn slice<'a, T: candle_core::WithDType>(
-    op: &'static str,
-    s: &'a CpuStorage,
-    l: &Layout,
-) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&s.as_slice::<T>()?[start..end]),
-        None => candle_core::bail!(
-            "{op}: expects contiguous inputs, got strides {:?}",
-            l.stride()
-        ),
-    }
-}
-
-/// Runs `f32`/`f64` flavours of a kernel on three storages of the same dtype.
-fn dispatch3(
-    op: &'static str,
-    (s1, l1): (&CpuStorage, &Layout),
-    (s2, l2): (&CpuStorage, &Layout),
-    (s3, l3): (&CpuStorage, &Layout),
-    f32_kernel: impl FnOnce(&[f32], &[f32], &[f32]) -> Vec<f32>,
-    f64_kernel: impl FnOnce(&[f64], &[f64], &[f64]) -> Vec<f64>,
-) -> Result<CpuStorage> {
-    match s1.dtype() {
-        DType::F32 => Ok(CpuStorage::F32(f32_kernel(
-            slice(op, s1, l1)?,
-            slice(op, s2, l2)?,
-            slice(op, s3, l3)?,
-        ))),
-        DType::F64 => Ok(CpuStorage::F64(f64_kernel(
-            slice(op, s1, l1)?,
-            slice(op, s2, l2)?,
-            slice(op, s3, l3)?,
-        ))),
-        other => candle_core::bail!("{op}: unsupported dtype {other:?} (f32 or f64 only)"),
-    }
-}
-
-/// Runs `f32`/`f64` flavours of a kernel on two storages of the same dtype.
-fn dispatch(
-    op: &'static str,
-    (s1, l1): (&CpuStorage, &Layout),
-    (s2, l2): (&CpuStorage, &Layout),
-    f32_kernel: impl FnOnce(&[f32], &[f32]) -> Vec<f32>,
-    f64_kernel: impl FnOnce(&[f64], &[f64]) -> Vec<f64>,
-) -> Result<CpuStorage> {
-    match (s1.dtype(), s2.dtype()) {
-        (DType::F32, DType::F32) => Ok(CpuStorage::F32(f32_kernel(
-            slice(op, s1, l1)?,
-            slice(op, s2, l2)?,
-        ))),
-        (DType::F64, DType::F64) => Ok(CpuStorage::F64(f64_kernel(
-            slice(op, s1, l1)?,
-            slice(op, s2, l2)?,
-        ))),
-        (a, b) => candle_core::bail!("{op}: unsupported dtypes {a:?} and {b:?} (f32 or f64 only)"),
-    }
-}
+use super::dispatch::float_kernel;
+use crate::cpu::conv::{Geom, conv_backward_input, conv_backward_weight, conv_forward};
 
 /// Output size of an ordinary convolution along one axis.
 fn out_size(n: usize, k: usize, stride: usize, pad: usize) -> usize {
@@ -127,14 +58,9 @@ impl CustomOp3 for ConvFwd {
             ho: out_size(h, k, self.stride, self.pad),
             wo: out_size(w, k, self.stride, self.pad),
         };
-        let y = dispatch3(
-            self.name(),
-            (s1, l1),
-            (s2, l2),
-            (s3, l3),
-            |x, w, b| conv_forward(&g, x, w, b),
-            |x, w, b| conv_forward(&g, x, w, b),
-        )?;
+        let y = float_kernel!(self.name(), |x = (s1, l1), w = (s2, l2), b = (s3, l3)| {
+            conv_forward(&g, x, w, b)
+        })?;
         Ok((y, Shape::from((batch, c_out, g.ho, g.wo))))
     }
 
@@ -218,14 +144,9 @@ impl CustomOp3 for ConvBwdInput {
                 self.pad
             );
         }
-        let dx = dispatch3(
-            self.name(),
-            (s1, l1),
-            (s2, l2),
-            (s3, l3),
-            |dy, w, b| conv_backward_input(&g, dy, w, b),
-            |dy, w, b| conv_backward_input(&g, dy, w, b),
-        )?;
+        let dx = float_kernel!(self.name(), |dy = (s1, l1), w = (s2, l2), b = (s3, l3)| {
+            conv_backward_input(&g, dy, w, b)
+        })?;
         Ok((dx, Shape::from((batch, c_in, self.h, self.w))))
     }
 
@@ -291,13 +212,9 @@ impl CustomOp2 for ConvBwdWeight {
             ho,
             wo,
         };
-        let grads = dispatch(
-            self.name(),
-            (s1, l1),
-            (s2, l2),
-            |x, dy| conv_backward_weight(&g, x, dy),
-            |x, dy| conv_backward_weight(&g, x, dy),
-        )?;
+        let grads = float_kernel!(self.name(), |x = (s1, l1), dy = (s2, l2)| {
+            conv_backward_weight(&g, x, dy)
+        })?;
         Ok((grads, Shape::from(c_out * c_in * self.k * self.k + c_out)))
     }
 }

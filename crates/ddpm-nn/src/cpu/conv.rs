@@ -8,19 +8,8 @@
 
 use rayon::prelude::*;
 
-/// An element type the kernels handle (f32, f64).
-pub(crate) trait Elem: Copy + Default + Send + Sync + std::ops::AddAssign + 'static {
-    /// The multiplicative identity.
-    const ONE: Self;
-}
-
-impl Elem for f32 {
-    const ONE: Self = 1.0;
-}
-
-impl Elem for f64 {
-    const ONE: Self = 1.0;
-}
+use super::gemm::{Mat, gemm};
+use super::real::Real;
 
 /// Geometry of an ordinary convolution (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,7 +116,7 @@ impl Geom {
 
 impl ShiftRun {
     /// Sets the wrapped-around entries of `row` (inside the run) to zero.
-    fn zero_wrapped<T: Elem>(&self, row: &mut [T], wo: usize) {
+    fn zero_wrapped<T: Real>(&self, row: &mut [T], wo: usize) {
         let mut line = self.start - self.lo;
         while line < self.end {
             for e in (line..line + self.lo).chain(line + self.hi..line + wo) {
@@ -166,7 +155,7 @@ impl RowsAt {
 ///
 /// Same-size geometries copy each row as one run; entries outside it are never written, so
 /// `cols` must start zeroed and be reused only for the same geometry (see [`Scratch`]).
-fn im2col<T: Elem>(g: &Geom, x: &[T], cols: &mut [T], rows: RowsAt) {
+fn im2col<T: Real>(g: &Geom, x: &[T], cols: &mut [T], rows: RowsAt) {
     let px = g.out_px();
     for c in 0..g.c_in {
         let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
@@ -202,7 +191,7 @@ fn im2col<T: Elem>(g: &Geom, x: &[T], cols: &mut [T], rows: RowsAt) {
 
 /// Adds every column entry back to the input pixel it was read from (adjoint of [`im2col`]),
 /// on top of what `x` holds. Same-size geometries zero the wrapped entries of `cols` first.
-fn col2im<T: Elem>(g: &Geom, cols: &mut [T], rows: RowsAt, x: &mut [T]) {
+fn col2im<T: Real>(g: &Geom, cols: &mut [T], rows: RowsAt, x: &mut [T]) {
     let px = g.out_px();
     for c in 0..g.c_in {
         let plane = &mut x[c * g.h * g.w..(c + 1) * g.h * g.w];
@@ -236,63 +225,6 @@ fn col2im<T: Elem>(g: &Geom, cols: &mut [T], rows: RowsAt, x: &mut [T]) {
     }
 }
 
-/// A row-major matrix operand, optionally read transposed.
-#[derive(Clone, Copy)]
-pub(crate) struct Mat<'a, T> {
-    pub data: &'a [T],
-    /// Stored as `cols`-wide rows; when `trans`, the operand is the transpose of the stored one.
-    pub stored_cols: usize,
-    pub trans: bool,
-}
-
-impl<T> Mat<'_, T> {
-    /// (column stride, row stride) of the operand as used.
-    fn strides(&self) -> (isize, isize) {
-        let s = self.stored_cols as isize;
-        if self.trans { (s, 1) } else { (1, s) }
-    }
-}
-
-/// `dst (m x n, row-major) (+)= a (m x k) · b (k x n)`.
-pub(crate) fn gemm<T: Elem>(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [T],
-    a: Mat<T>,
-    b: Mat<T>,
-    acc: bool,
-) {
-    debug_assert!(dst.len() >= m * n);
-    let (a_cs, a_rs) = a.strides();
-    let (b_cs, b_rs) = b.strides();
-    // SAFETY: the slices hold at least the m*k, k*n and m*n elements addressed by the
-    // strides above (checked by the callers' shape arithmetic); dst does not alias a or b.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            acc,
-            a.data.as_ptr(),
-            a_cs,
-            a_rs,
-            b.data.as_ptr(),
-            b_cs,
-            b_rs,
-            T::ONE,
-            T::ONE,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
-}
-
 /// Columns a GEMM should get before samples are grouped into one: on small planes (7x7, 3x3,
 /// 1x1) a per-sample GEMM is nearly a matrix-vector product that re-reads the whole kernel for
 /// every sample.
@@ -310,14 +242,14 @@ fn group_size(g: &Geom) -> usize {
 
 /// Fills each `plane`-sized channel of `out` with that channel's bias (`out` may hold several
 /// samples: the bias repeats).
-fn fill_bias<T: Elem>(out: &mut [T], bias: &[T], plane: usize) {
+fn fill_bias<T: Real>(out: &mut [T], bias: &[T], plane: usize) {
     for (dst, &b) in out.chunks_mut(plane).zip(bias.iter().cycle()) {
         dst.fill(b);
     }
 }
 
 /// Lays `n` samples of `rows x len` side by side: `dst[r, s*len..(s+1)*len] = src[s][r]`.
-fn gather<T: Elem>(src: &[T], rows: usize, len: usize, dst: &mut [T]) {
+fn gather<T: Real>(src: &[T], rows: usize, len: usize, dst: &mut [T]) {
     let n = src.len() / (rows * len);
     for (s, sample) in src.chunks(rows * len).enumerate() {
         for (r, row) in sample.chunks(len).enumerate() {
@@ -327,7 +259,7 @@ fn gather<T: Elem>(src: &[T], rows: usize, len: usize, dst: &mut [T]) {
 }
 
 /// The inverse of [`gather`]: `dst[s][r] = src[r, s*len..(s+1)*len]`.
-fn scatter<T: Elem>(src: &[T], rows: usize, len: usize, dst: &mut [T]) {
+fn scatter<T: Real>(src: &[T], rows: usize, len: usize, dst: &mut [T]) {
     let n = dst.len() / (rows * len);
     for (s, sample) in dst.chunks_mut(rows * len).enumerate() {
         for (r, row) in sample.chunks_mut(len).enumerate() {
@@ -344,7 +276,7 @@ struct Scratch<T> {
     panel: Vec<T>,
 }
 
-impl<T: Elem> Scratch<T> {
+impl<T: Real> Scratch<T> {
     /// Zeroed buffers (see [`im2col`] for why `cols` must start zeroed).
     fn new(g: &Geom, group: usize, panel_rows: usize) -> Self {
         let width = group * g.out_px();
@@ -363,7 +295,7 @@ impl<T: Elem> Scratch<T> {
 
 /// `n` samples of `rows x px` as one `rows x n·px` operand: the samples themselves when `n` is
 /// 1, else gathered side by side into `buf`.
-fn side_by_side<'a, T: Elem>(src: &'a [T], rows: usize, px: usize, buf: &'a mut [T]) -> Mat<'a, T> {
+fn side_by_side<'a, T: Real>(src: &'a [T], rows: usize, px: usize, buf: &'a mut [T]) -> Mat<'a, T> {
     let n = src.len() / (rows * px);
     let data = if n == 1 {
         src
@@ -380,7 +312,7 @@ fn side_by_side<'a, T: Elem>(src: &'a [T], rows: usize, px: usize, buf: &'a mut 
 
 /// The column matrix of the samples `x` (at most `group` of them, side by side), built in `buf`
 /// (a pointwise convolution's is the input itself, see [`side_by_side`]).
-fn columns<'a, T: Elem>(g: &Geom, x: &'a [T], buf: &'a mut [T], group: usize) -> Mat<'a, T> {
+fn columns<'a, T: Real>(g: &Geom, x: &'a [T], buf: &'a mut [T], group: usize) -> Mat<'a, T> {
     let px = g.out_px();
     if g.is_pointwise() {
         return side_by_side(x, g.c_in, px, buf);
@@ -403,7 +335,7 @@ fn columns<'a, T: Elem>(g: &Geom, x: &'a [T], buf: &'a mut [T], group: usize) ->
 
 /// Ordinary convolution: `x` (B, c_in, h, w), `w` (c_out, c_in, k, k), `bias` (c_out)
 /// -> (B, c_out, ho, wo).
-pub(crate) fn conv_forward<T: Elem>(g: &Geom, x: &[T], w: &[T], bias: &[T]) -> Vec<T> {
+pub(crate) fn conv_forward<T: Real>(g: &Geom, x: &[T], w: &[T], bias: &[T]) -> Vec<T> {
     let group = group_size(g);
     let px = g.out_px();
     let mut y = vec![T::default(); g.batch * g.out_len()];
@@ -436,7 +368,7 @@ pub(crate) fn conv_forward<T: Elem>(g: &Geom, x: &[T], w: &[T], bias: &[T]) -> V
 
 /// Input gradient: `dy` (B, c_out, ho, wo), `w` (c_out, c_in, k, k) -> (B, c_in, h, w), plus
 /// `bias` (c_in) per channel (the transposed convolution's bias; zeros for a gradient).
-pub(crate) fn conv_backward_input<T: Elem>(g: &Geom, dy: &[T], w: &[T], bias: &[T]) -> Vec<T> {
+pub(crate) fn conv_backward_input<T: Real>(g: &Geom, dy: &[T], w: &[T], bias: &[T]) -> Vec<T> {
     let group = group_size(g);
     let px = g.out_px();
     let mut dx = vec![T::default(); g.batch * g.in_len()];
@@ -480,7 +412,7 @@ pub(crate) fn conv_backward_input<T: Elem>(g: &Geom, dy: &[T], w: &[T], bias: &[
 
 /// Weight and bias gradients: `x` (B, c_in, h, w), `dy` (B, c_out, ho, wo) ->
 /// `[dw (c_out, c_in, k, k), db (c_out)]` packed in one vector.
-pub(crate) fn conv_backward_weight<T: Elem>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
+pub(crate) fn conv_backward_weight<T: Real>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let group = group_size(g);
     let px = g.out_px();
     let wlen = g.c_out * g.col_rows();

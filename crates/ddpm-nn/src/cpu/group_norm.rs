@@ -7,7 +7,8 @@
 
 use rayon::prelude::*;
 
-use crate::cpu_fused::{Real, pair_sum, plane_sum};
+use super::real::Real;
+use super::reduce::{pair_sum, plane_sum};
 
 /// Shape and options of a fused GroupNorm.
 #[derive(Debug, Clone, Copy, PartialEq)]
