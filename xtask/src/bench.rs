@@ -55,7 +55,7 @@ struct Common {
     #[arg(long, default_value_t = 1)]
     candle_threads: usize,
     /// Leave glibc's allocator at its defaults (the trainer and sampler tune it, see
-    /// `ddpm_train::tune_allocator`): to measure what the tuning gives.
+    /// `ddpm_nn::tune_allocator`): to measure what the tuning gives.
     #[arg(long)]
     default_malloc: bool,
     /// Image shape CxHxW (the PyTorch figures exist for 1x28x28; 3x64x64 for sampling).
@@ -182,7 +182,7 @@ fn bench_one(what: &What, common: &Common, ch: &[usize], batch: usize) -> Result
     let config = spec
         .to_config()
         .with_context(|| format!("channels {ch:?} do not make a valid network"))?;
-    let dev = ddpm_train::select_device(Some(&common.device))?;
+    let dev = ddpm_run::select_device(Some(&common.device))?;
     let model = Model::new(&config, &dev, 0)?;
     let (x, t, noise) = inputs(batch, 1000, common.image, &dev)?;
     let times = match what {
@@ -239,9 +239,9 @@ pub fn run(args: Args) -> Result<()> {
     if common.reps == 0 {
         bail!("--reps must be at least 1");
     }
-    ddpm_train::set_candle_threads(common.candle_threads);
+    ddpm_nn::set_candle_threads(common.candle_threads);
     if !common.default_malloc {
-        ddpm_train::tune_allocator();
+        ddpm_nn::tune_allocator();
     }
     let batch = common.batch.unwrap_or(default_batch);
     let lists = if common.channels.is_empty() {

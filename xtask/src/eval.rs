@@ -21,7 +21,7 @@ pub struct EvalArgs {
     pub samples: PathBuf,
     /// Real data: an MNIST folder (its test split is used; with --colour its train split),
     /// or a folder of pictures, or a grid picture.
-    #[arg(long, default_value = "data/mnist")]
+    #[arg(long, default_value = ddpm_data::MNIST_DIR)]
     pub real: PathBuf,
     /// Tile side of grid pictures (and the size folders of pictures are resized to).
     #[arg(long, default_value_t = 28)]
@@ -47,7 +47,7 @@ pub struct EvalArgs {
 #[derive(Debug, clap::Args)]
 pub struct TrainClassifierArgs {
     /// MNIST folder (train split for training, test split for the reported accuracy).
-    #[arg(long, default_value = "data/mnist")]
+    #[arg(long, default_value = ddpm_data::MNIST_DIR)]
     pub data: PathBuf,
     /// Output weights; a PROVENANCE.json is written beside them.
     #[arg(long, default_value = ddpm_eval::COMMITTED_WEIGHTS)]

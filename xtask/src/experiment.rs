@@ -13,11 +13,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
+use ddpm_data::DatasetSpec;
 use ddpm_data::{ImageSet, Split, load_mnist_dir};
+use ddpm_diffusion::{GenerateOptions, NoiseRng, SamplerConfig, Schedule, generate};
 use ddpm_eval::{Classifier, MnistEvaluator, QualityReport};
 use ddpm_image::{grid, save_image, to_u8};
-use ddpm_diffusion::{GenerateOptions, NoiseRng, SamplerConfig, Schedule, generate};
-use ddpm_train::{DatasetSpec, RunOptions, TrainConfig, checkpoint};
+use ddpm_run::checkpoint;
+use ddpm_train::{RunOptions, TrainConfig, TrainingState};
 use ddpm_unet::Model;
 
 pub use arms::Experiment;
@@ -44,7 +46,7 @@ pub struct Args {
     #[arg(long)]
     pub steps: Option<u64>,
     /// Real digits to compare with (MNIST folder; its test split is used).
-    #[arg(long, default_value = "data/mnist")]
+    #[arg(long, default_value = ddpm_data::MNIST_DIR)]
     pub real: PathBuf,
     /// Where the arms' runs go (reused when already complete).
     #[arg(long, default_value = "runs/experiments")]
@@ -74,14 +76,7 @@ impl Scale {
     fn new(args: &Args) -> Self {
         let (dataset, steps, batch_size, samples) = match args.budget {
             Budget::Small => (DatasetSpec::Embedded, 600, 64, 81),
-            Budget::Full => (
-                DatasetSpec::Mnist {
-                    dir: "data/mnist".into(),
-                },
-                10_000,
-                128,
-                999,
-            ),
+            Budget::Full => (DatasetSpec::Mnist, 10_000, 128, 999),
         };
         Scale {
             dataset,
@@ -125,7 +120,7 @@ pub struct Scored {
 
 impl Lab {
     fn new(args: &Args) -> Result<Self> {
-        let device = ddpm_train::select_device(args.device.as_deref())?;
+        let device = ddpm_run::select_device(args.device.as_deref())?;
         let real: ImageSet = load_mnist_dir(&args.real, Split::Test)
             .with_context(|| {
                 format!(
@@ -150,9 +145,10 @@ impl Lab {
     fn train(&self, arm: &str, config: &TrainConfig) -> Result<Trained> {
         let run = self.runs.join(arm);
         if let Ok(dir) = checkpoint::latest(&run)
-            && let Ok((saved, state)) = checkpoint::read_meta(&dir)
-            && saved.training_digest() == config.training_digest()
-            && Some(state.step) == config.optim.max_steps
+            && let Ok(saved) = TrainConfig::load(&dir.join(checkpoint::CONFIG_FILE))
+            && let Ok(state) = TrainingState::read(&dir)
+            && saved.spec.digest() == config.spec.digest()
+            && Some(state.step) == config.control.max_steps
         {
             eprintln!("[{arm}] reusing {}", run.display());
             return Ok(Trained {
@@ -185,11 +181,17 @@ impl Lab {
     }
 
     /// Samples a trained arm (raw or EMA weights) and scores the samples.
-    fn score(&self, trained: &Trained, ema: bool, sampler: SamplerConfig, label: &str) -> Result<Scored> {
+    fn score(
+        &self,
+        trained: &Trained,
+        ema: bool,
+        sampler: SamplerConfig,
+        label: &str,
+    ) -> Result<Scored> {
         let dir = checkpoint::latest(&trained.run)?;
-        let (model, config, _) = checkpoint::load_model(&dir, &self.device, ema)?;
-        let schedule = Schedule::new(config.schedule, config.n_steps, &self.device)?;
-        self.score_model(&model, &schedule, sampler, label)
+        let loaded = checkpoint::load_model(&dir, &self.device, ema)?;
+        let schedule = loaded.manifest.schedule(&self.device)?;
+        self.score_model(&loaded.model, &schedule, sampler, label)
     }
 
     fn score_model(
@@ -281,7 +283,7 @@ fn final_loss(run: &Path) -> f64 {
 
 /// Runs an experiment and writes its report.
 pub fn run(args: Args) -> Result<()> {
-    ddpm_train::configure_cpu_threads();
+    ddpm_nn::configure_cpu_threads();
     let started = Instant::now();
     let lab = Lab::new(&args)?;
     let body = arms::run(args.name, &lab)?;

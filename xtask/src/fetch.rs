@@ -23,7 +23,7 @@ use source::Source;
 #[derive(Debug, clap::Args)]
 pub struct MnistArgs {
     /// Folder for the four .gz files.
-    #[arg(long, default_value = "data/mnist")]
+    #[arg(long, default_value = ddpm_data::MNIST_DIR)]
     out: PathBuf,
     /// Mirror to try (http(s):// base URL, file:// URL or local folder); repeat for several,
     /// tried in order. Default: the mirrors torchvision uses.
@@ -38,7 +38,7 @@ pub struct MnistArgs {
 #[derive(Debug, clap::Args)]
 pub struct AnimeArgs {
     /// Folder for the images (the trainer's image-folder layout).
-    #[arg(long, default_value = "data/anime-faces")]
+    #[arg(long, default_value = ddpm_data::ANIME_DIR)]
     out: PathBuf,
     /// Unpack this zip downloaded from Kaggle instead of using the Hugging Face mirror.
     #[arg(long, value_name = "PATH")]

@@ -1,6 +1,6 @@
-use candle_core::{DType, Device, Shape, Tensor};
 use crate::error::invalid;
 use crate::{Denoiser, NoiseSource, Result, SamplerConfig, Schedule, StepInfo, sample};
+use candle_core::{DType, Device, Shape, Tensor};
 
 /// What to generate.
 #[derive(Debug, Clone)]

@@ -41,7 +41,10 @@ pub struct Snapshot<'a> {
 }
 
 /// Serialises `value` for a [`Snapshot`].
-pub fn to_json(name: &'static str, value: &impl Serialize) -> Result<(&'static str, serde_json::Value)> {
+pub fn to_json(
+    name: &'static str,
+    value: &impl Serialize,
+) -> Result<(&'static str, serde_json::Value)> {
     let value = serde_json::to_value(value).map_err(|source| RunError::Json {
         path: name.into(),
         source,

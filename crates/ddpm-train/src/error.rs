@@ -14,7 +14,10 @@ pub enum TrainError {
     Data(#[from] ddpm_data::DataError),
     /// The schedule or sampler rejected its input.
     #[error(transparent)]
-    Schedule(#[from] ddpm_diffusion::DiffusionError),
+    Diffusion(#[from] ddpm_diffusion::DiffusionError),
+    /// A run directory or checkpoint could not be read or written.
+    #[error(transparent)]
+    Run(#[from] ddpm_run::RunError),
     /// A collective operation of data-parallel training failed (a peer died, timed out, ...).
     #[error(transparent)]
     Dist(#[from] ddpm_dist::DistError),
@@ -25,8 +28,10 @@ pub enum TrainError {
     #[error("{0}")]
     Config(String),
     /// A file-system operation failed.
-    #[error("{path}: {source}")]
+    #[error("{what} {path}: {source}")]
     Io {
+        /// What was being done ("writing", "reading", ...).
+        what: &'static str,
         /// The path involved.
         path: PathBuf,
         /// The underlying error.
@@ -70,8 +75,11 @@ impl From<ddpm_unet::UnetError> for TrainError {
 /// Result alias of the training library.
 pub type Result<T> = std::result::Result<T, TrainError>;
 
-/// Maps an I/O error to [`TrainError::Io`] for `path`.
-pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TrainError {
+/// Maps an I/O error while doing `what` to [`TrainError::Io`] for `path`.
+pub(crate) fn io_err(
+    what: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> TrainError {
     let path = path.into();
-    move |source| TrainError::Io { path, source }
+    move |source| TrainError::Io { what, path, source }
 }

@@ -32,9 +32,9 @@ pub(crate) fn append(path: &Path, line: &MetricsLine) -> Result<()> {
         .create(true)
         .append(true)
         .open(path)
-        .map_err(io_err(path))?;
+        .map_err(io_err("opening", path))?;
     let text = serde_json::to_string(line).expect("metrics serialise");
-    writeln!(file, "{text}").map_err(io_err(path))
+    writeln!(file, "{text}").map_err(io_err("appending to", path))
 }
 
 /// Reads the lines of `metrics.jsonl` (for a resumed run's curve); unreadable lines are skipped.

@@ -8,17 +8,20 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Tensor};
 use clap::Parser;
+use ddpm_diffusion::{
+    BetaKind, GenerateOptions, NoiseRng, SamplerConfig, Schedule, Variance, generate,
+};
 use ddpm_image::{Trajectory, grid, save_image, to_u8};
-use ddpm_diffusion::{BetaKind, GenerateOptions, NoiseRng, SamplerConfig, Schedule, Variance, generate};
-use ddpm_train::checkpoint;
+use ddpm_run::{SampleSettings, checkpoint};
 use ddpm_unet::{ImageShape, Model, ModelKind, ModelSpec, ResidualFrom};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Sample an image grid from a trained DDPM.
 ///
 /// With no option it samples the newest run under runs/ (its latest checkpoint, EMA weights
-/// when present) with 1000-step DDPM into <run>/samples/. DDIM (--sampler ddim --steps 50) is
-/// 20x faster; see docs/sampling.md for what each option trades off.
+/// when present) the way the run samples its own grids (its sampler, grid size and layout)
+/// into <run>/samples/. Every sampling option overrides the run's choice; see
+/// docs/sampling.md for what each one trades off.
 #[derive(Debug, Parser)]
 #[command(name = "sampler", version)]
 struct Args {
@@ -51,27 +54,28 @@ struct Args {
     /// With --weights: linear | linear-scaled | cosine
     #[arg(long, default_value = "linear")]
     schedule: BetaKind,
-    /// ddpm | ddim
-    #[arg(long, default_value = "ddpm")]
-    sampler: String,
-    /// DDIM steps.
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
-    /// DDIM η: 0 deterministic, 1 DDPM-like.
-    #[arg(long, default_value_t = 0.0)]
-    eta: f64,
-    /// DDPM step variance: beta (the reference) | posterior
-    #[arg(long, default_value = "beta")]
-    var: String,
-    /// Clip the predicted x0 to [-1, 1] at every step.
+    /// ddpm | ddim [default: the run's own; ddpm with --weights]
     #[arg(long)]
-    clip_x0: bool,
-    /// Number of images.
-    #[arg(long, default_value_t = 81)]
-    n: usize,
-    /// Images per grid row.
-    #[arg(long, default_value_t = 9)]
-    nrow: usize,
+    sampler: Option<String>,
+    /// DDIM steps [default: the run's, else 50].
+    #[arg(long)]
+    steps: Option<usize>,
+    /// DDIM η: 0 deterministic, 1 DDPM-like [default: the run's, else 0].
+    #[arg(long)]
+    eta: Option<f64>,
+    /// DDPM step variance: beta (the reference) | posterior [default: the run's, else beta]
+    #[arg(long)]
+    var: Option<String>,
+    /// Clip the predicted x0 to [-1, 1] at every step (`--clip-x0 false` turns a run's
+    /// clipping off) [default: the run's, else off].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    clip_x0: Option<bool>,
+    /// Number of images [default: the run's grid size, else 81].
+    #[arg(long)]
+    n: Option<usize>,
+    /// Images per grid row [default: the run's, else 9].
+    #[arg(long)]
+    nrow: Option<usize>,
     /// Pixels between tiles.
     #[arg(long, default_value_t = 0)]
     padding: usize,
@@ -106,25 +110,61 @@ struct Args {
 }
 
 impl Args {
-    fn sampler(&self) -> Result<SamplerConfig> {
-        Ok(match self.sampler.as_str() {
-            "ddpm" => SamplerConfig::Ddpm {
-                variance: match self.var.as_str() {
-                    "beta" => Variance::Beta,
-                    "posterior" => Variance::Posterior,
-                    other => bail!("unknown --var `{other}`: use beta or posterior"),
-                },
-                clip_x0: self.clip_x0,
-            },
-            "ddim" => SamplerConfig::Ddim {
-                steps: self.steps,
-                eta: self.eta,
-                clip_x0: self.clip_x0,
-            },
+    /// The sampling settings: the run's own (`defaults`), changed by the given options.
+    fn settings(&self, defaults: SampleSettings) -> Result<SampleSettings> {
+        let base = defaults.sampler;
+        let (base_kind, base_clip) = match base {
+            SamplerConfig::Ddpm { clip_x0, .. } => ("ddpm", clip_x0),
+            SamplerConfig::Ddim { clip_x0, .. } => ("ddim", clip_x0),
+        };
+        let clip_x0 = self.clip_x0.unwrap_or(base_clip);
+        let sampler = match self.sampler.as_deref().unwrap_or(base_kind) {
+            "ddpm" => {
+                if self.steps.is_some() || self.eta.is_some() {
+                    bail!("--steps and --eta are DDIM's: add --sampler ddim");
+                }
+                let variance = match (self.var.as_deref(), base) {
+                    (Some("beta"), _) => Variance::Beta,
+                    (Some("posterior"), _) => Variance::Posterior,
+                    (Some(other), _) => bail!("unknown --var `{other}`: use beta or posterior"),
+                    (None, SamplerConfig::Ddpm { variance, .. }) => variance,
+                    (None, _) => Variance::Beta,
+                };
+                SamplerConfig::Ddpm { variance, clip_x0 }
+            }
+            "ddim" => {
+                if self.var.is_some() {
+                    bail!("--var is DDPM's: DDIM's noise is set by --eta");
+                }
+                let (steps, eta) = match base {
+                    SamplerConfig::Ddim { steps, eta, .. } => (steps, eta),
+                    _ => (50, 0.0),
+                };
+                SamplerConfig::Ddim {
+                    steps: self.steps.unwrap_or(steps),
+                    eta: self.eta.unwrap_or(eta),
+                    clip_x0,
+                }
+            }
             other => bail!("unknown --sampler `{other}`: use ddpm or ddim"),
+        };
+        Ok(SampleSettings {
+            n: self.n.unwrap_or(defaults.n),
+            nrow: self.nrow.unwrap_or(defaults.nrow),
+            sampler,
         })
     }
 }
+
+/// The reference's way of sampling, for weights that come without a run.
+const REFERENCE_SAMPLING: SampleSettings = SampleSettings {
+    n: 81,
+    nrow: 9,
+    sampler: SamplerConfig::Ddpm {
+        variance: Variance::Beta,
+        clip_x0: false,
+    },
+};
 
 /// The most recently modified run directory under `runs/` that has a checkpoint.
 fn newest_run() -> Result<PathBuf> {
@@ -146,20 +186,34 @@ fn timestamp() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn main() -> Result<()> {
-    ddpm_train::configure_cpu_threads();
+fn main() {
+    ddpm_nn::configure_cpu_threads();
     let args = Args::parse();
-    let sampler = args.sampler()?;
-    let device = ddpm_train::select_device(args.device.as_deref())?;
-    if args.nrow == 0 || !args.n.is_multiple_of(args.nrow) {
-        bail!(
-            "--n {} does not fill rows of --nrow {}: choose n as a multiple of nrow",
-            args.n,
-            args.nrow
-        );
+    if let Err(e) = run(&args) {
+        // A user error is one line of message: no backtrace, whatever RUST_BACKTRACE says.
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
     }
+}
 
-    let (model, schedule, default_out) = match &args.weights {
+/// How a sampler configuration reads in the log.
+fn describe(sampler: &SamplerConfig) -> String {
+    let clip = |c: bool| if c { ", x̂0 clipped" } else { "" };
+    match *sampler {
+        SamplerConfig::Ddpm { variance, clip_x0 } => {
+            format!("DDPM ({variance:?} variance{})", clip(clip_x0)).to_lowercase()
+        }
+        SamplerConfig::Ddim {
+            steps,
+            eta,
+            clip_x0,
+        } => format!("DDIM ({steps} steps, η = {eta}{})", clip(clip_x0)),
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    let device = ddpm_run::select_device(args.device.as_deref())?;
+    let (model, schedule, defaults, default_out) = match &args.weights {
         Some(weights) => {
             let spec = ModelSpec {
                 kind: args.model,
@@ -183,7 +237,12 @@ fn main() -> Result<()> {
                 )
             })?;
             let schedule = Schedule::new(args.schedule, args.n_steps, &device)?;
-            (model, schedule, PathBuf::from("samples"))
+            (
+                model,
+                schedule,
+                REFERENCE_SAMPLING,
+                PathBuf::from("samples"),
+            )
         }
         None => {
             let run = match &args.checkpoint {
@@ -191,20 +250,31 @@ fn main() -> Result<()> {
                 None => newest_run()?,
             };
             let dir = checkpoint::resolve(&run)?;
-            let (model, config, used_ema) = checkpoint::load_model(&dir, &device, !args.no_ema)?;
+            let loaded = checkpoint::load_model(&dir, &device, !args.no_ema)?;
             eprintln!(
                 "sampling {} ({} weights)",
                 dir.display(),
-                if used_ema { "EMA" } else { "raw" }
+                if loaded.used_ema { "EMA" } else { "raw" }
             );
-            let schedule = Schedule::new(config.schedule, config.n_steps, &device)?;
-            let run_dir = dir
-                .ancestors()
-                .nth(2)
-                .map_or_else(|| dir.clone(), Path::to_path_buf);
-            (model, schedule, run_dir.join("samples"))
+            let schedule = loaded.manifest.schedule(&device)?;
+            let samples = checkpoint::run_dir_of(&dir).join("samples");
+            (loaded.model, schedule, loaded.manifest.sample, samples)
         }
     };
+    let settings = args.settings(defaults)?;
+    let SampleSettings { n, nrow, sampler } = settings;
+    if nrow == 0 || !n.is_multiple_of(nrow) {
+        bail!("--n {n} does not fill rows of --nrow {nrow}: choose n as a multiple of nrow");
+    }
+    eprintln!(
+        "{n} images with {}{}",
+        describe(&sampler),
+        if settings == defaults {
+            " (the run's own settings)"
+        } else {
+            ""
+        }
+    );
     let out = args
         .out
         .clone()
@@ -225,13 +295,13 @@ fn main() -> Result<()> {
         None => None,
     };
     let options = GenerateOptions {
-        n: args.n,
+        n,
         image,
         batch_size: args.batch_size,
         sampler,
     };
     let steps = sampler.timesteps(schedule.n_steps())?.len();
-    let batches = args.n.div_ceil(args.batch_size.max(1));
+    let batches = n.div_ceil(args.batch_size.max(1));
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new((steps * batches) as u64);
         bar.set_style(ProgressStyle::with_template(
@@ -244,13 +314,13 @@ fn main() -> Result<()> {
     let mut trajectory = args
         .trajectory
         .as_ref()
-        .map(|_| Trajectory::new(args.n.min(8), 10, steps));
+        .map(|_| Trajectory::new(n.min(8), 10, steps));
     let mut noise = NoiseRng::new(args.seed);
     let x_t = match x_init {
         Some(x) => x,
         None => Tensor::from_vec(
-            noise.normal_vec(args.n * image.iter().product::<usize>()),
-            (args.n, image[0], image[1], image[2]),
+            noise.normal_vec(n * image.iter().product::<usize>()),
+            (n, image[0], image[1], image[2]),
             &device,
         )?,
     };
@@ -285,8 +355,8 @@ fn main() -> Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let images = to_u8(&samples)?;
-    save_image(&grid(&images, args.nrow, args.padding)?, &out)?;
-    eprintln!("wrote {} images to {}", args.n, out.display());
+    save_image(&grid(&images, nrow, args.padding)?, &out)?;
+    eprintln!("wrote {n} images to {}", out.display());
     if let Some(dir) = &args.save_individual {
         for i in 0..images.len() {
             save_image(&images.picture(i), &dir.join(format!("{i:05}.png")))?;
@@ -297,7 +367,7 @@ fn main() -> Result<()> {
         traj.save(path)?;
         eprintln!(
             "wrote the denoising of {} images at t = {:?} to {}",
-            args.n.min(8),
+            n.min(8),
             traj.timesteps(),
             path.display()
         );

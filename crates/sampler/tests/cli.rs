@@ -2,11 +2,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use candle_core::Device;
-use ddpm_train::{DatasetSpec, Every, Overrides, RunOptions, TrainConfig};
+use ddpm_diffusion::{BetaKind, SamplerConfig, Variance};
+use ddpm_run::checkpoint::{self, EMA_FILE, MODEL_FILE, Snapshot};
+use ddpm_run::{RunManifest, SampleSettings};
+use ddpm_unet::{ImageShape, Model, ModelKind, ModelSpec, ResidualFrom};
 
 fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ddpm-sampler-{name}-{}", std::process::id()));
@@ -15,31 +16,55 @@ fn temp(name: &str) -> PathBuf {
     dir
 }
 
-/// Trains a tiny reference UNet for two steps and returns its run directory.
-fn tiny_run(dir: &Path) -> PathBuf {
-    let overrides = Overrides {
-        channels: Some(vec![4, 8]),
-        pe_dim: Some(8),
-        n_steps: Some(20),
-        batch_size: Some(8),
-        epochs: Some(1),
-        max_steps: Some(2),
-        ema: Some(0.9),
-        save_every: Some(Every::Steps(100)),
-        ..Overrides::default()
+/// A run directory holding one checkpoint of a tiny reference UNet (seeded weights: the
+/// sampler's behaviour does not depend on how well it was trained), sampled by default with
+/// `sampler`.
+fn run_with(dir: &Path, sampler: SamplerConfig) -> PathBuf {
+    let model = ModelSpec {
+        kind: ModelKind::Ref,
+        image: ImageShape::MNIST,
+        channels: vec![4, 8],
+        pe_dim: 8,
+        n_steps: 20,
+        residual_from: ResidualFrom::Normalized,
+        attn_resolutions: None,
+    }
+    .to_config()
+    .unwrap();
+    let manifest = RunManifest {
+        model: model.clone(),
+        schedule: BetaKind::Linear,
+        n_steps: 20,
+        sample: SampleSettings {
+            n: 81,
+            nrow: 9,
+            sampler,
+        },
     };
-    let config = TrainConfig::resolve("ref-mnist", DatasetSpec::Embedded, &overrides).unwrap();
+    let weights = |seed| -> std::collections::HashMap<_, _> {
+        let net = Model::new(&model, &Device::Cpu, seed).unwrap();
+        net.state_dict().unwrap().into_iter().collect()
+    };
     let run = dir.join("run");
-    let options = RunOptions {
-        out_dir: run.clone(),
-        resume: false,
-        device: Device::Cpu,
-        cache_dir: dir.join("cache"),
-        stop: Arc::new(AtomicBool::new(false)),
-        world: ddpm_train::WorldInfo::single(),
+    let snapshot = Snapshot {
+        step: 2,
+        manifest: &manifest,
+        json: vec![],
+        tensors: vec![(MODEL_FILE, weights(0)), (EMA_FILE, weights(1))],
     };
-    ddpm_train::train(&config, &options).unwrap();
+    checkpoint::save(&run, &snapshot, None).unwrap();
     run
+}
+
+/// A run whose own sampler is the reference's DDPM (σ² = β, no clipping).
+fn tiny_run(dir: &Path) -> PathBuf {
+    run_with(
+        dir,
+        SamplerConfig::Ddpm {
+            variance: Variance::Beta,
+            clip_x0: false,
+        },
+    )
 }
 
 fn sampler(args: &[&str]) -> Output {
@@ -205,7 +230,7 @@ fn bad_input_gets_clear_errors() {
         "neither a run directory",
     );
     let corrupt = dir.join("corrupt");
-    let checkpoint = ddpm_train::checkpoint::latest(&run).unwrap();
+    let checkpoint = checkpoint::latest(&run).unwrap();
     std::fs::create_dir_all(&corrupt).unwrap();
     for entry in std::fs::read_dir(&checkpoint).unwrap() {
         let entry = entry.unwrap();
@@ -269,4 +294,60 @@ fn pytorch_reference_weights_sample_directly() {
     ]);
     let img = image::open(&out).unwrap();
     assert_eq!((img.width(), img.height()), (84, 84));
+}
+
+#[test]
+fn a_run_is_sampled_with_its_own_settings_unless_told_otherwise() {
+    let dir = temp("defaults");
+    let own = SamplerConfig::Ddim {
+        steps: 4,
+        eta: 0.0,
+        clip_x0: true,
+    };
+    let run = run_with(&dir, own);
+    let run_s = run.to_str().unwrap();
+    let png = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    ok(&["--checkpoint", run_s, "--out", &png("default.png")]);
+    let explicit = [
+        "--sampler",
+        "ddim",
+        "--steps",
+        "4",
+        "--eta",
+        "0",
+        "--clip-x0",
+        "--n",
+        "81",
+        "--nrow",
+        "9",
+    ];
+    let mut args = vec!["--checkpoint", run_s, "--out"];
+    let explicit_png = png("explicit.png");
+    args.push(&explicit_png);
+    args.extend(explicit);
+    ok(&args);
+    let unclipped_png = png("unclipped.png");
+    ok(&[
+        "--checkpoint",
+        run_s,
+        "--out",
+        &unclipped_png,
+        "--clip-x0",
+        "false",
+    ]);
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    assert_eq!(
+        read("default.png"),
+        read("explicit.png"),
+        "no option = the run's DDIM-4 with clipping"
+    );
+    assert_ne!(
+        read("default.png"),
+        read("unclipped.png"),
+        "--clip-x0 false turns the run's clipping off"
+    );
+    fails_with(
+        &["--checkpoint", run_s, "--sampler", "ddpm", "--steps", "3"],
+        "--steps and --eta are DDIM's",
+    );
 }

@@ -1,14 +1,18 @@
 //! `trainer`: train a DDPM. A thin command line over `ddpm_train`.
+//!
+//! Exit status: 0 when the run finished, 130 when stopped by Ctrl-C (SIGINT) and 143 when
+//! stopped by SIGTERM (after saving a checkpoint and the final grid, as shells expect), 1 on
+//! an error, and `ddpm_dist::EXIT_PEER_LOST` when another rank of a data-parallel run failed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use ddpm_train::{
-    DatasetSpec, DefaultData, Overrides, RunOptions, TrainConfig, TrainError, WorldInfo,
-};
+use ddpm_data::DatasetSpec;
+use ddpm_train::{DefaultData, Overrides, Preset, RunOptions, TrainConfig, TrainError, WorldInfo};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 /// Train a DDPM (Ho et al. 2020) on MNIST, anime faces or any image folder.
 ///
@@ -16,6 +20,9 @@ use ddpm_train::{
 /// laptop CPU), ref-mnist, ref-mnist-res, ref-anime, ref-anime-small (the reference blog's
 /// runs, faithful: no EMA, no LR schedule, no clipping), anime (our recommended recipe).
 /// Explicit options override the preset. Networks: see docs/networks.md.
+///
+/// Exit status: 0 finished, 130 stopped by Ctrl-C, 143 stopped by SIGTERM (both after saving
+/// a checkpoint), 1 error.
 #[derive(Debug, Parser)]
 #[command(name = "trainer", version)]
 struct Args {
@@ -23,9 +30,6 @@ struct Args {
     /// holds it, else embedded, for the MNIST presets; anime for the anime presets]
     #[arg(long)]
     dataset: Option<String>,
-    /// Folder of the dataset (default data/mnist or data/anime-faces).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
     /// Side of the square images (anime and folder datasets).
     #[arg(long, default_value_t = 64)]
     image_size: usize,
@@ -37,8 +41,12 @@ struct Args {
     cache_dir: PathBuf,
     /// quick | ref-mnist | ref-mnist-res | ref-anime | ref-anime-small | anime
     /// [default: anime with --dataset anime, else quick]
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config")]
     preset: Option<String>,
+    /// Repeat the run described by a saved config.json (its dataset, recipe and run
+    /// control); other options change it.
+    #[arg(long, value_name = "FILE", conflicts_with = "dataset")]
+    config: Option<PathBuf>,
     /// What to change from the preset.
     #[command(flatten)]
     overrides: Overrides,
@@ -53,9 +61,9 @@ struct Args {
     /// LOCAL_RANK, MASTER_ADDR and MASTER_PORT set instead (docs/gpu.md).
     #[arg(long, default_value_t = 1)]
     gpus: usize,
-    /// Continue the run in DIR from its latest checkpoint (only run-control options such as
-    /// --epochs, --max-steps, --log-every, --save-every may be given with it).
-    #[arg(long, value_name = "DIR")]
+    /// Continue the run in DIR from its latest checkpoint. Only run-control options (--max-steps,
+    /// --log-every, --save-every, --sample-every, --keep-last, --data-dir) may be given with it.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["preset", "config", "dataset", "out"])]
     resume: Option<PathBuf>,
 }
 
@@ -68,78 +76,122 @@ impl Args {
         }
     }
 
-    fn dataset(&self) -> Result<DatasetSpec> {
-        let default = ddpm_train::Recipe::preset(self.preset())?.default_data;
-        let data_dir = self.data_dir.as_deref();
-        Ok(match (&self.dataset, default) {
-            (Some(name), _) => {
-                DatasetSpec::parse(name, data_dir, self.image_size, self.image_channels)?
+    /// The dataset, and the overrides with the folder of `folder:PATH` as `--data-dir`.
+    fn dataset(&self) -> Result<(DatasetSpec, Overrides)> {
+        let mut overrides = self.overrides.clone();
+        let data_dir = overrides.control.data_dir.as_deref();
+        let spec = match &self.dataset {
+            Some(name) => {
+                let (spec, folder) =
+                    DatasetSpec::parse(name, self.image_size, self.image_channels)?;
+                if let Some(folder) = folder {
+                    if data_dir.is_some() {
+                        bail!("--dataset folder:PATH names the folder already: drop --data-dir");
+                    }
+                    overrides.control.data_dir = Some(folder);
+                }
+                spec
             }
-            (None, DefaultData::Anime) => {
-                DatasetSpec::parse("anime", data_dir, self.image_size, 3)?
-            }
-            (None, DefaultData::MnistIfPresent) => DatasetSpec::default_mnist(data_dir),
-            (None, DefaultData::Embedded) => DatasetSpec::Embedded,
-        })
+            None => match Preset::named(self.preset())?.default_data {
+                DefaultData::Anime => DatasetSpec::Anime {
+                    size: self.image_size,
+                },
+                DefaultData::MnistIfPresent => DatasetSpec::mnist_or_embedded(data_dir),
+                DefaultData::Embedded => DatasetSpec::Embedded,
+            },
+        };
+        Ok((spec, overrides))
     }
 }
 
-fn main() -> Result<()> {
-    ddpm_train::configure_cpu_threads();
+/// Which signal stopped the run (0 = none yet): the exit status follows it.
+static STOPPED_BY: AtomicI32 = AtomicI32::new(0);
+
+fn main() {
+    ddpm_nn::configure_cpu_threads();
     let args = Args::parse();
-    match run(&args) {
-        Err(e) if e.downcast_ref::<TrainError>().is_some_and(is_peer_failure) => {
-            // Another rank failed first: say so, and exit with the status the launcher reads
-            // as "not the cause".
-            eprintln!("Error: {e:#}");
-            std::process::exit(ddpm_dist::EXIT_PEER_LOST);
-        }
-        other => other,
+    let stop = Arc::new(AtomicBool::new(false));
+    if let Err(e) = watch_signals(stop.clone(), args.gpus > 1 && !WorldInfo::env_present()) {
+        eprintln!("Error: cannot watch for Ctrl-C: {e}");
+        std::process::exit(1);
     }
+    let status = match run(&args, stop) {
+        Ok(()) => match STOPPED_BY.load(Ordering::SeqCst) {
+            0 => 0,
+            signal => 128 + signal,
+        },
+        Err(e) => {
+            // A user error is one line of message: no backtrace, whatever RUST_BACKTRACE says.
+            eprintln!("Error: {e:#}");
+            let peer_lost = e
+                .downcast_ref::<TrainError>()
+                .is_some_and(|t| matches!(t, TrainError::Dist(d) if d.is_peer_failure()));
+            let signal = STOPPED_BY.load(Ordering::SeqCst);
+            if peer_lost {
+                // Another rank failed first: exit with the status the launcher reads as "not
+                // the cause".
+                ddpm_dist::EXIT_PEER_LOST
+            } else if signal != 0 {
+                128 + signal
+            } else {
+                1
+            }
+        }
+    };
+    std::process::exit(status);
 }
 
-fn is_peer_failure(e: &TrainError) -> bool {
-    matches!(e, TrainError::Dist(d) if d.is_peer_failure())
+/// Ctrl-C or SIGTERM sets `stop` (the run saves and stops after the current step); a second
+/// Ctrl-C exits at once. A launcher of ranks only waits: its ranks stop themselves.
+fn watch_signals(stop: Arc<AtomicBool>, launcher: bool) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if signal == SIGINT && stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(128 + SIGINT);
+            }
+            stop.store(true, Ordering::SeqCst);
+            STOPPED_BY.store(signal, Ordering::SeqCst);
+            if launcher {
+                eprintln!("\nwaiting for the ranks to save and stop");
+            } else {
+                eprintln!(
+                    "\nstopping after this step: saving a checkpoint and the final grid \
+                     (Ctrl-C again to abort)"
+                );
+            }
+        }
+    });
+    Ok(())
 }
 
 /// The resolved configuration and run directory.
 fn resolve(args: &Args) -> Result<(TrainConfig, PathBuf)> {
-    let overrides = &args.overrides;
-    Ok(match &args.resume {
-        Some(dir) => {
-            let changes = overrides.training_changes();
-            if !changes.is_empty()
-                || args.dataset.is_some()
-                || args.out.is_some()
-                || args.preset.is_some()
-            {
-                bail!(
-                    "--resume continues the saved run as configured; remove {}",
-                    [changes.join(", ").as_str(), "--preset/--dataset/--out"]
-                        .join(" ")
-                        .trim()
-                );
-            }
-            let mut config = TrainConfig::load(&dir.join("config.json"))
-                .with_context(|| format!("cannot resume {}", dir.display()))?;
-            overrides.apply_run_control(&mut config);
-            (config, dir.clone())
-        }
+    if let Some(dir) = &args.resume {
+        let saved = TrainConfig::load(&dir.join(ddpm_run::checkpoint::CONFIG_FILE))
+            .with_context(|| format!("cannot resume {}", dir.display()))?;
+        let config = TrainConfig::resume(saved, &args.overrides)?;
+        return Ok((config, dir.clone()));
+    }
+    let config = match &args.config {
+        Some(file) => TrainConfig::repeat(&TrainConfig::load(file)?, &args.overrides)?,
         None => {
-            let config = TrainConfig::resolve(args.preset(), args.dataset()?, overrides)?;
-            let out = args.out.clone().unwrap_or_else(|| {
-                let stamp = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                PathBuf::from("runs").join(format!(
-                    "{}-{}-{stamp}",
-                    config.dataset.short_name(),
-                    config.preset
-                ))
-            });
-            (config, out)
+            let (dataset, overrides) = args.dataset()?;
+            TrainConfig::resolve(args.preset(), dataset, &overrides)?
         }
-    })
+    };
+    let out = args.out.clone().unwrap_or_else(|| {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let spec = &config.spec;
+        PathBuf::from("runs").join(format!(
+            "{}-{}-{stamp}",
+            spec.dataset.short_name(),
+            spec.preset
+        ))
+    });
+    Ok((config, out))
 }
 
 /// `--gpus N`: runs this command as N rank processes with a shared run directory.
@@ -148,42 +200,36 @@ fn launch_ranks(args: &Args, out_dir: &std::path::Path) -> Result<()> {
     if args.resume.is_none() && args.out.is_none() {
         child_args.extend(["--out".into(), out_dir.as_os_str().to_owned()]);
     }
-    // The ranks handle Ctrl-C themselves (they stop together after a checkpoint).
-    ctrlc::set_handler(|| eprintln!("\nwaiting for the ranks to save and stop"))?;
     eprintln!("launching {} ranks into {}", args.gpus, out_dir.display());
-    ddpm_dist::launch(args.gpus, &std::env::current_exe()?, &child_args, &[])?;
-    Ok(())
+    let launched = ddpm_dist::launch(args.gpus, &std::env::current_exe()?, &child_args, &[]);
+    if launched.is_err() && STOPPED_BY.load(Ordering::SeqCst) != 0 {
+        // The ranks saved and stopped on the signal (their exit statuses say so).
+        eprintln!("stopped");
+        return Ok(());
+    }
+    Ok(launched?)
 }
 
-fn run(args: &Args) -> Result<()> {
+fn run(args: &Args, stop: Arc<AtomicBool>) -> Result<()> {
     let (config, out_dir) = resolve(args)?;
     if args.gpus > 1 && !WorldInfo::env_present() {
         return launch_ranks(args, &out_dir);
     }
     let world = WorldInfo::from_env()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || {
-        eprintln!(
-            "\nstopping after this step: saving a checkpoint and the final grid (Ctrl-C again to abort)"
-        );
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-    })?;
     let device = match (args.device.as_deref(), world.is_distributed()) {
         // One GPU per rank: LOCAL_RANK picks it.
         (Some("cuda") | None, true) if candle_core::utils::cuda_is_available() => {
-            ddpm_train::select_device(Some(&format!("cuda:{}", world.local_rank)))?
+            ddpm_run::select_device(Some(&format!("cuda:{}", world.local_rank)))?
         }
-        (choice, _) => ddpm_train::select_device(choice)?,
+        (choice, _) => ddpm_run::select_device(choice)?,
     };
+    let spec = &config.spec;
     if world.is_main() {
         eprintln!(
             "training on {} ({} images) with the {} preset on {}{} into {}",
-            config.dataset.short_name(),
-            config.model.image(),
-            config.preset,
+            spec.dataset.short_name(),
+            spec.network.image(),
+            spec.preset,
             if device.is_cuda() { "CUDA" } else { "CPU" },
             if world.is_distributed() {
                 format!(" x {} ranks", world.world_size)

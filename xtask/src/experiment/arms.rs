@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 use ddpm_diffusion::{SamplerConfig, Variance};
-use ddpm_train::{Every, ModelKind, Overrides, TrainConfig};
-use ddpm_unet::{ModelConfig, ResidualFrom};
+use ddpm_train::{ChannelList, ControlOverrides, Every, Overrides, RecipeOverrides, TrainConfig};
+use ddpm_unet::{ModelConfig, ModelKind, ResidualFrom};
 
 use super::{Lab, Scored, Trained};
 
@@ -52,22 +52,27 @@ fn config(
     ema: f64,
 ) -> Result<TrainConfig> {
     let overrides = Overrides {
-        model: Some(kind),
-        channels: Some(channels.to_vec()),
-        pe_dim: Some(if kind == ModelKind::Res { 128 } else { 20 }),
-        n_steps: Some(n_steps),
-        batch_size: Some(lab.scale.batch_size),
-        epochs: Some(1_000_000),
-        max_steps: Some(lab.scale.steps),
-        ema: Some(ema),
-        log_every: Some(50),
-        save_every: Some(Every::Steps(lab.scale.steps)),
-        ..Overrides::default()
+        recipe: RecipeOverrides {
+            model: Some(kind),
+            channels: Some(ChannelList(channels.to_vec())),
+            pe_dim: Some(if kind == ModelKind::Res { 128 } else { 20 }),
+            n_steps: Some(n_steps),
+            batch_size: Some(lab.scale.batch_size),
+            epochs: Some(1_000_000),
+            ema: Some(ema),
+            ..RecipeOverrides::default()
+        },
+        control: ControlOverrides {
+            max_steps: Some(lab.scale.steps),
+            log_every: Some(50),
+            save_every: Some(Every::Steps(lab.scale.steps)),
+            ..ControlOverrides::default()
+        },
     };
     let mut config = TrainConfig::resolve("ref-mnist", lab.scale.dataset.clone(), &overrides)?;
-    config.sample_every = None;
+    config.control.sample_every = None;
     // The run's own final grid is only a preview here (the arms are scored separately).
-    config.sample.sampler = SamplerConfig::Ddim {
+    config.spec.sample.sampler = SamplerConfig::Ddim {
         steps: 20,
         eta: 0.0,
         clip_x0: false,
@@ -249,7 +254,7 @@ pub fn run(experiment: Experiment, lab: &Lab) -> Result<String> {
             intro = "The reference UNet ([10,20,40,80], pe_dim 20, T = 1000, Adam 1e-3), one change at a time. `flat tiles` counts samples that are one uniform grey level (all black or all white).";
             let reference = config(lab, ModelKind::Ref, &SMALL, 1000, 0.0)?;
             let mut from_input = reference.clone();
-            if let ModelConfig::Reference(c) = &mut from_input.model {
+            if let ModelConfig::Reference(c) = &mut from_input.spec.network {
                 c.residual_from = ResidualFrom::Input;
             }
             trained = vec![
