@@ -9,6 +9,6 @@ mod error;
 mod picture;
 mod trajectory;
 
-pub use error::{Result, ImageError};
+pub use error::{ImageError, Result};
 pub use picture::{Images, grid, save_image, to_u8};
 pub use trajectory::Trajectory;

@@ -3,7 +3,7 @@ use std::path::Path;
 use candle_core::{DType, Tensor};
 use image::{DynamicImage, GrayImage, RgbImage};
 
-use crate::{Result, ImageError};
+use crate::{ImageError, Result};
 
 /// A batch of 8-bit images, N x C x H x W row-major, C = 1 (gray) or 3 (RGB).
 #[derive(Debug, Clone, PartialEq, Eq)]

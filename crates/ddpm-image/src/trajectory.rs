@@ -4,7 +4,7 @@ use candle_core::Tensor;
 use image::codecs::gif::{GifEncoder, Repeat};
 use image::{Delay, Frame};
 
-use crate::{Result, ImageError, grid, save_image, to_u8};
+use crate::{ImageError, Result, grid, save_image, to_u8};
 
 /// Snapshots of the reverse process for the first few images: x_t at about `frames` evenly
 /// spaced points of the chain (the last is the final sample).

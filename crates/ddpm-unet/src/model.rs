@@ -5,8 +5,8 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
-use ddpm_nn::{BatchNorm2d, SeededInit};
 use ddpm_diffusion::Denoiser;
+use ddpm_nn::{BatchNorm2d, SeededInit};
 
 use crate::config::ModelConfig;
 use crate::error::{Result, UnetError};
