@@ -31,7 +31,8 @@ pub fn diffusion_loss_given(
 ) -> Result<Tensor> {
     let x_t = schedule.add_noise(x0, t, eps)?;
     let eps_hat = model.forward(&x_t, t, true)?;
-    Ok((eps_hat - eps)?.sqr()?.mean_all()?)
+    let target = ddpm_diffusion::Prediction::Epsilon.target(schedule, x0, eps, t)?;
+    Ok((eps_hat - target)?.sqr()?.mean_all()?)
 }
 
 /// [`diffusion_loss_given`] with t and ε drawn by [`draw_t_eps`].

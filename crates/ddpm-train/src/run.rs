@@ -187,6 +187,7 @@ impl Trainer<'_> {
             image: self.config.model.image().dims(),
             batch_size: settings.n,
             sampler: settings.sampler,
+            prediction: ddpm_diffusion::Prediction::Epsilon,
         };
         let mut noise = NoiseRng::new(self.config.seed.wrapping_add(PREVIEW_SEED_OFFSET));
         let x0 = generate(

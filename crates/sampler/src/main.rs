@@ -229,6 +229,7 @@ fn main() -> Result<()> {
         image,
         batch_size: args.batch_size,
         sampler,
+        prediction: ddpm_diffusion::Prediction::Epsilon,
     };
     let steps = sampler.timesteps(schedule.n_steps())?.len();
     let batches = args.n.div_ceil(args.batch_size.max(1));
