@@ -3,7 +3,9 @@
 //! land on the reference's samples.
 
 use candle_core::{Device, Shape, Tensor};
-use ddpm_diffusion::{BetaKind, NoiseSource, SamplerConfig, Schedule, Variance, sample};
+use ddpm_diffusion::{
+    BetaKind, NoiseSource, Prediction, SamplerConfig, Schedule, Variance, sample,
+};
 use ddpm_tests::{fixture, load_tensors, max_abs_diff, shared_file};
 use ddpm_unet::{ImageShape, Model, ModelConfig, RefUNetConfig};
 
@@ -52,8 +54,7 @@ fn the_full_reverse_chain_matches_the_reference() {
         };
         let mut at_49 = None;
         let x0 = sample(
-            &schedule,
-            &sampler,
+            sampler.build(&schedule, Prediction::Epsilon).unwrap(),
             &model,
             fx["x_T"].clone(),
             &mut noise,

@@ -206,6 +206,7 @@ impl Lab {
             image: model.config().image().dims(),
             batch_size: 81,
             sampler,
+            prediction: ddpm_diffusion::Prediction::Epsilon,
         };
         let started = Instant::now();
         let x = generate(

@@ -1,4 +1,4 @@
-/// Errors of the schedule crate.
+/// Errors of the diffusion crate.
 #[derive(Debug, thiserror::Error)]
 pub enum DiffusionError {
     /// A tensor operation failed.
@@ -14,7 +14,7 @@ pub enum DiffusionError {
     },
 }
 
-/// Result alias of the schedule crate.
+/// Result alias of the diffusion crate.
 pub type Result<T> = std::result::Result<T, DiffusionError>;
 
 pub(crate) fn invalid<T>(what: &'static str, why: impl Into<String>) -> Result<T> {

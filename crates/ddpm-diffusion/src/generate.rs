@@ -1,6 +1,7 @@
-use crate::error::invalid;
-use crate::{Denoiser, NoiseSource, Result, SamplerConfig, Schedule, StepInfo, sample};
 use candle_core::{DType, Device, Shape, Tensor};
+
+use crate::error::invalid;
+use crate::{Denoiser, NoiseSource, Prediction, Result, SamplerConfig, Schedule, StepInfo, sample};
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -13,13 +14,16 @@ pub struct GenerateOptions {
     pub batch_size: usize,
     /// The reverse process.
     pub sampler: SamplerConfig,
+    /// What the model predicts.
+    pub prediction: Prediction,
 }
 
 /// Generates `options.n` samples in batches; `x_init` (if given, shape (n, C, H, W)) replaces
 /// the drawn x_T. `on_step(batch_index, info)` sees every step of every batch.
 ///
-/// All randomness comes from `noise`: x_T of every batch is drawn first, then the steps'
-/// noise, so a seed fixes the output.
+/// Every batch runs a fresh sampler built from `options.sampler`. All randomness comes from
+/// `noise`: x_T of every batch is drawn first, then the steps' noise, so a seed fixes the
+/// output.
 pub fn generate(
     model: &impl Denoiser,
     schedule: &Schedule,
@@ -57,9 +61,8 @@ pub fn generate(
         let len = options.batch_size.min(options.n - start);
         let batch = x_t.narrow(0, start, len)?;
         let index = start / options.batch_size;
-        let x0 = sample(schedule, &options.sampler, model, batch, noise, |info| {
-            on_step(index, info)
-        })?;
+        let sampler = options.sampler.build(schedule, options.prediction)?;
+        let x0 = sample(sampler, model, batch, noise, |info| on_step(index, info))?;
         outputs.push(x0);
         start += len;
     }

@@ -44,15 +44,6 @@ pub enum Variance {
     Posterior,
 }
 
-/// The knobs of one DDIM step.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DdimOptions {
-    /// 0 = deterministic, 1 = DDPM-like noise.
-    pub eta: f64,
-    /// Clip x̂0 to [-1, 1].
-    pub clip_x0: bool,
-}
-
 /// A noise schedule of T steps: β, α = 1-β and ᾱ (running f32 product), on host and device.
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -191,7 +182,14 @@ impl Schedule {
         if t == 0 { 1.0 } else { self.alpha_bars[t - 1] }
     }
 
-    fn alpha_bar_prev_f64(&self, t: usize) -> f64 {
+    /// ᾱ_t accumulated in f64 from the same f32 α: the consistent values behind x̂0, clipping
+    /// and DDIM, which have no reference output to reproduce in f32.
+    pub fn alpha_bars_f64(&self) -> &[f64] {
+        &self.alpha_bars_f64
+    }
+
+    /// [`Schedule::alpha_bars_f64`] before step t: ᾱ_{t-1}, and 1 for t = 0.
+    pub fn alpha_bar_prev_f64(&self, t: usize) -> f64 {
         if t == 0 {
             1.0
         } else {
@@ -215,7 +213,8 @@ impl Schedule {
         }
     }
 
-    fn check_t(&self, t: usize) -> Result<()> {
+    /// An error unless `t` is in 0..T.
+    pub(crate) fn check_t(&self, t: usize) -> Result<()> {
         if t >= self.n_steps() {
             return invalid(
                 "t",
@@ -230,7 +229,19 @@ impl Schedule {
     /// `x0` and `eps` are (B, ...); `t` holds B integer timesteps (any integer dtype, shape (B) or
     /// (B, 1)).
     pub fn add_noise(&self, x0: &Tensor, t: &Tensor, eps: &Tensor) -> Result<Tensor> {
-        let batch = x0.dim(0)?;
+        let (a, b) = self.sqrt_alpha_bars_per_sample(t, x0)?;
+        Ok((eps.broadcast_mul(&b)? + x0.broadcast_mul(&a)?)?)
+    }
+
+    /// (sqrt(ᾱ_t), sqrt(1-ᾱ_t)) in f32 for each of the B timesteps in `t` (as in
+    /// [`Schedule::add_noise`]), shaped (B, 1, ...) to broadcast against `like`, a (B, ...)
+    /// tensor: the per-sample coefficients of forward noising and of training targets.
+    pub(crate) fn sqrt_alpha_bars_per_sample(
+        &self,
+        t: &Tensor,
+        like: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let batch = like.dim(0)?;
         let t = t.flatten_all()?.to_dtype(DType::U32)?;
         if t.dim(0)? != batch {
             return invalid(
@@ -241,114 +252,14 @@ impl Schedule {
         let max_t = t.max(0)?.to_scalar::<u32>()? as usize;
         self.check_t(max_t)?;
         let mut coef_shape = vec![batch];
-        coef_shape.resize(x0.rank(), 1);
-        let a = self
-            .sqrt_alpha_bars
-            .index_select(&t, 0)?
-            .reshape(coef_shape.as_slice())?;
-        let b = self
-            .sqrt_one_minus_alpha_bars
-            .index_select(&t, 0)?
-            .reshape(coef_shape.as_slice())?;
-        Ok((eps.broadcast_mul(&b)? + x0.broadcast_mul(&a)?)?)
-    }
-
-    /// x̂0 = (x_t - sqrt(1-ᾱ_t)·ε̂)/sqrt(ᾱ_t), optionally clipped to [-1, 1].
-    pub fn predict_x0(&self, x_t: &Tensor, t: usize, eps: &Tensor, clip: bool) -> Result<Tensor> {
-        self.check_t(t)?;
-        let ab = self.alpha_bars_f64[t];
-        let x0 = ((x_t - eps.affine((1.0 - ab).sqrt(), 0.0)?)? / ab.sqrt())?;
-        Ok(if clip { x0.clamp(-1f32, 1f32)? } else { x0 })
-    }
-
-    /// One DDPM reverse step from x_t to x_{t-1} given the predicted noise `eps`.
-    ///
-    /// Without clipping the mean is the reference's `(x_t - (1-α_t)/sqrt(1-ᾱ_t)·ε̂)/sqrt(α_t)`;
-    /// with `clip_x0` it is the posterior mean of the clipped x̂0. `noise` (N(0,1), same shape)
-    /// is scaled by sqrt(σ²_t) and added for t > 0; at t = 0 no noise is added and `noise` may be
-    /// `None`.
-    pub fn ddpm_step(
-        &self,
-        x_t: &Tensor,
-        t: usize,
-        eps: &Tensor,
-        noise: Option<&Tensor>,
-        variance: Variance,
-        clip_x0: bool,
-    ) -> Result<Tensor> {
-        self.check_t(t)?;
-        let (alpha, ab) = (self.alphas[t], self.alpha_bars[t]);
-        let mean = if clip_x0 {
-            let x0 = self.predict_x0(x_t, t, eps, true)?;
-            // Posterior mean c_x0·x̂0 + c_xt·x_t, from the f64 ᾱ (with the rounded f32 ᾱ,
-            // c_x0 = sqrt(ᾱ_prev)·β_t/(1-ᾱ_t) is off by up to 6e-4 near t = 0).
-            let (ab, ab_prev) = (self.alpha_bars_f64[t], self.alpha_bar_prev_f64(t));
-            let c_xt = (alpha as f64).sqrt() * (1.0 - ab_prev) / (1.0 - ab);
-            let c_x0 = ab_prev.sqrt() * (1.0 - alpha as f64) / (1.0 - ab);
-            (x0.affine(c_x0, 0.0)? + x_t.affine(c_xt, 0.0)?)?
-        } else {
-            let c_eps = (1.0 - alpha) / (1.0 - ab).sqrt();
-            ((x_t - eps.affine(c_eps as f64, 0.0)?)? / (alpha.sqrt() as f64))?
+        coef_shape.resize(like.rank(), 1);
+        let gather = |coefs: &Tensor| -> Result<Tensor> {
+            Ok(coefs.index_select(&t, 0)?.reshape(coef_shape.as_slice())?)
         };
-        if t == 0 {
-            return Ok(mean);
-        }
-        let Some(noise) = noise else {
-            return invalid("noise", format!("a DDPM step at t = {t} needs noise"));
-        };
-        let sigma = self.variance(t, variance).sqrt();
-        Ok((mean + noise.affine(sigma as f64, 0.0)?)?)
-    }
-
-    /// One DDIM step from x_t to x_{t_prev} (`t_prev = None` means the final step to x0).
-    ///
-    /// σ_t = η·sqrt((1-ᾱ_prev)/(1-ᾱ_t))·sqrt(1-ᾱ_t/ᾱ_prev); η = 0 is deterministic and η = 1
-    /// with consecutive timesteps is DDPM with the posterior variance. `noise` is needed when
-    /// σ_t > 0.
-    pub fn ddim_step(
-        &self,
-        x_t: &Tensor,
-        t: usize,
-        t_prev: Option<usize>,
-        eps: &Tensor,
-        noise: Option<&Tensor>,
-        options: DdimOptions,
-    ) -> Result<Tensor> {
-        let DdimOptions { eta, clip_x0 } = options;
-        self.check_t(t)?;
-        if let Some(p) = t_prev
-            && p >= t
-        {
-            return invalid("t_prev", format!("{p} is not before {t}"));
-        }
-        let ab = self.alpha_bars_f64[t];
-        let ab_prev = t_prev.map_or(1.0, |p| self.alpha_bars_f64[p]);
-        let ratio = ab / ab_prev;
-        let sigma = eta
-            * ((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ratio))
-                .max(0.0)
-                .sqrt();
-        let dir = (1.0 - ab_prev - sigma * sigma).max(0.0).sqrt();
-        // x_prev = sqrt(ᾱ_prev)·x̂0 + dir·ε̂ with x̂0 = (x_t - sqrt(1-ᾱ_t)·ε̂)/sqrt(ᾱ_t), folded
-        // into f64 coefficients of x_t and ε̂ (or of x_t and the clipped x̂0), so that no f32
-        // tensor is divided by a small sqrt(ᾱ_t) or sqrt(1-ᾱ_t).
-        let x_prev = if clip_x0 {
-            let x0 = self.predict_x0(x_t, t, eps, true)?;
-            let c_xt = dir / (1.0 - ab).sqrt();
-            let c_x0 = ab_prev.sqrt() - c_xt * ab.sqrt();
-            (x0.affine(c_x0, 0.0)? + x_t.affine(c_xt, 0.0)?)?
-        } else {
-            let c_xt = 1.0 / ratio.sqrt();
-            let c_eps = dir - ((1.0 - ab) / ratio).sqrt();
-            (x_t.affine(c_xt, 0.0)? + eps.affine(c_eps, 0.0)?)?
-        };
-        if sigma == 0.0 {
-            return Ok(x_prev);
-        }
-        let Some(noise) = noise else {
-            return invalid("noise", format!("a DDIM step with σ = {sigma} needs noise"));
-        };
-        Ok((x_prev + noise.affine(sigma, 0.0)?)?)
+        Ok((
+            gather(&self.sqrt_alpha_bars)?,
+            gather(&self.sqrt_one_minus_alpha_bars)?,
+        ))
     }
 }
 

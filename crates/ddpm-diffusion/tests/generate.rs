@@ -1,7 +1,9 @@
 //! The batched generation loop: seeds, batching and input checks.
 
 use candle_core::{Device, Tensor};
-use ddpm_diffusion::{BetaKind, GenerateOptions, NoiseRng, SamplerConfig, Schedule, generate};
+use ddpm_diffusion::{
+    BetaKind, GenerateOptions, NoiseRng, Prediction, SamplerConfig, Schedule, generate,
+};
 
 fn toy_eps(x: &Tensor, _t: &Tensor) -> candle_core::Result<Tensor> {
     x.affine(0.5, 0.0)?.tanh()
@@ -23,6 +25,7 @@ fn generation_is_deterministic_per_seed_and_batch_size_independent_of_memory_bou
             eta: 0.0,
             clip_x0: true,
         },
+        prediction: Prediction::Epsilon,
     };
     let run = |seed, batch| {
         generate(
@@ -51,6 +54,7 @@ fn given_initial_noise_must_have_the_right_shape() {
         image: [1, 3, 3],
         batch_size: 2,
         sampler: SamplerConfig::default(),
+        prediction: Prediction::Epsilon,
     };
     let wrong = Tensor::zeros((3, 1, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
     let err = generate(

@@ -1,8 +1,12 @@
 //! Properties every schedule and sampler must have, over many T and all schedule kinds.
 
 use candle_core::{Device, Tensor};
-use ddpm_diffusion::{BetaKind, DdimOptions, NoiseRng, SamplerConfig, Schedule, Variance, sample};
+use ddpm_diffusion::{
+    BetaKind, NoiseRng, Prediction, Sampler, SamplerConfig, Schedule, Variance, sample,
+};
 use ddpm_tests::{assert_close, max_abs_diff};
+
+mod common;
 
 const KINDS: [BetaKind; 3] = [BetaKind::Linear, BetaKind::LinearScaled, BetaKind::Cosine];
 
@@ -64,11 +68,19 @@ fn invalid_settings_are_errors() {
     assert!(Schedule::new(BetaKind::LinearScaled, 10, &Device::Cpu).is_err());
     let s = Schedule::new(BetaKind::Linear, 10, &Device::Cpu).unwrap();
     let x = Tensor::zeros((1, 1, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
-    assert!(
-        s.ddpm_step(&x, 10, &x, Some(&x), Variance::Beta, false)
-            .is_err()
-    );
-    assert!(s.ddpm_step(&x, 3, &x, None, Variance::Beta, false).is_err());
+    let mut ddpm = SamplerConfig::default()
+        .build(&s, Prediction::Epsilon)
+        .unwrap();
+    assert!(ddpm.step(&x, 10, &x, &mut NoiseRng::new(0)).is_err());
+    // A DDIM step only runs at one of its own timesteps.
+    let ddim = SamplerConfig::Ddim {
+        steps: 4,
+        eta: 0.0,
+        clip_x0: false,
+    };
+    let mut sampler = ddim.build(&s, Prediction::Epsilon).unwrap();
+    assert_eq!(sampler.timesteps(), [9, 6, 3, 0]);
+    assert!(sampler.step(&x, 5, &x, &mut NoiseRng::new(0)).is_err());
     let t = Tensor::new(&[10u32], &Device::Cpu).unwrap();
     assert!(s.add_noise(&x, &t, &x).is_err());
     for steps in [0, 11] {
@@ -115,6 +127,12 @@ fn toy_eps(x: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
     x.affine(0.3, 0.0)?.tanh()?.broadcast_add(&(t / 1000.0)?)
 }
 
+/// A whole chain of `config` from `x` with step noise seeded by `seed`.
+fn run(s: &Schedule, config: &SamplerConfig, x: Tensor, seed: u64) -> Tensor {
+    let sampler = config.build(s, Prediction::Epsilon).unwrap();
+    sample(sampler, &toy_eps, x, &mut NoiseRng::new(seed), |_| {}).unwrap()
+}
+
 fn x_t(seed: u64) -> Tensor {
     Tensor::from_vec(
         NoiseRng::new(seed).normal_vec(96),
@@ -127,31 +145,11 @@ fn x_t(seed: u64) -> Tensor {
 #[test]
 fn ddim_with_every_step_and_eta_one_is_ddpm_with_posterior_variance() {
     let eps = x_t(7).tanh().unwrap();
-    let z = x_t(8);
+    let mut z = common::Fixed(x_t(8));
     for kind in KINDS {
         let s = Schedule::new(kind, 100, &Device::Cpu).unwrap();
-        // Step by step, from the same x_t, ε̂ and noise.
-        for t in 0..100 {
-            for clip_x0 in [false, true] {
-                let x = x_t(t as u64);
-                let a = s
-                    .ddpm_step(&x, t, &eps, Some(&z), Variance::Posterior, clip_x0)
-                    .unwrap();
-                let b = s
-                    .ddim_step(
-                        &x,
-                        t,
-                        t.checked_sub(1),
-                        &eps,
-                        Some(&z),
-                        DdimOptions { eta: 1.0, clip_x0 },
-                    )
-                    .unwrap();
-                assert_close(&a, &b, 1e-5, &format!("{kind:?} t={t} clip={clip_x0}"));
-            }
-        }
-        // And whole chains through the sampling loop. The toy ε-predictor does not contract,
-        // so per-step f32 rounding grows like 1/sqrt(ᾱ_T): the tolerance scales with it.
+        // The toy ε-predictor does not contract, so over whole chains per-step f32 rounding
+        // grows like 1/sqrt(ᾱ_T): the chains' tolerance scales with it.
         let growth = 1.0 / (*s.alpha_bars().last().unwrap() as f64).sqrt();
         for clip_x0 in [false, true] {
             let ddpm = SamplerConfig::Ddpm {
@@ -163,8 +161,18 @@ fn ddim_with_every_step_and_eta_one_is_ddpm_with_posterior_variance() {
                 eta: 1.0,
                 clip_x0,
             };
-            let a = sample(&s, &ddpm, &toy_eps, x_t(1), &mut NoiseRng::new(9), |_| {}).unwrap();
-            let b = sample(&s, &ddim, &toy_eps, x_t(1), &mut NoiseRng::new(9), |_| {}).unwrap();
+            // Step by step, from the same x_t, ε̂ and noise.
+            let mut ddpm_sampler = ddpm.build(&s, Prediction::Epsilon).unwrap();
+            let mut ddim_sampler = ddim.build(&s, Prediction::Epsilon).unwrap();
+            for t in 0..100 {
+                let x = x_t(t as u64);
+                let a = ddpm_sampler.step(&eps, t, &x, &mut z).unwrap();
+                let b = ddim_sampler.step(&eps, t, &x, &mut z).unwrap();
+                assert_close(&a, &b, 1e-5, &format!("{kind:?} t={t} clip={clip_x0}"));
+            }
+            // And whole chains through the sampling loop.
+            let a = run(&s, &ddpm, x_t(1), 9);
+            let b = run(&s, &ddim, x_t(1), 9);
             assert_close(
                 &a,
                 &b,
@@ -183,13 +191,13 @@ fn ddim_with_eta_zero_is_deterministic_and_ignores_the_noise_source() {
         eta: 0.0,
         clip_x0: false,
     };
-    let a = sample(&s, &ddim, &toy_eps, x_t(2), &mut NoiseRng::new(1), |_| {}).unwrap();
-    let b = sample(&s, &ddim, &toy_eps, x_t(2), &mut NoiseRng::new(2), |_| {}).unwrap();
+    let a = run(&s, &ddim, x_t(2), 1);
+    let b = run(&s, &ddim, x_t(2), 2);
     assert_eq!(max_abs_diff(&a, &b), 0.0);
     // ...while DDPM depends on its noise.
     let ddpm = SamplerConfig::default();
-    let c = sample(&s, &ddpm, &toy_eps, x_t(2), &mut NoiseRng::new(1), |_| {}).unwrap();
-    let d = sample(&s, &ddpm, &toy_eps, x_t(2), &mut NoiseRng::new(2), |_| {}).unwrap();
+    let c = run(&s, &ddpm, x_t(2), 1);
+    let d = run(&s, &ddpm, x_t(2), 2);
     assert!(max_abs_diff(&c, &d) > 1e-3);
 }
 
@@ -202,8 +210,7 @@ fn the_loop_reports_every_step_and_clipping_bounds_the_final_sample() {
         clip_x0: true,
     };
     let x0 = sample(
-        &s,
-        &sampler,
+        sampler.build(&s, Prediction::Epsilon).unwrap(),
         &toy_eps,
         x_t(3),
         &mut NoiseRng::new(4),
@@ -227,8 +234,8 @@ fn forward_noising_then_exact_eps_recovers_x0() {
     let t = Tensor::new(&[17u32, 150], &Device::Cpu).unwrap();
     let xt = s.add_noise(&x0, &t, &eps).unwrap();
     for (i, ti) in [17usize, 150].into_iter().enumerate() {
-        let rec = s
-            .predict_x0(&xt.get(i).unwrap(), ti, &eps.get(i).unwrap(), false)
+        let rec = Prediction::Epsilon
+            .x0(&s, &xt.get(i).unwrap(), ti, &eps.get(i).unwrap())
             .unwrap();
         assert_close(&rec, &x0.get(i).unwrap(), 1e-4, &format!("t={ti}"));
     }

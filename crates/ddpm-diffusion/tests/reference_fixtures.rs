@@ -1,9 +1,11 @@
-//! The schedule crate against outputs of the PyTorch reference (tests/fixtures, copied from
+//! The diffusion crate against outputs of the PyTorch reference (tests/fixtures, copied from
 //! ../shared/fixtures; see tests/fixtures/index.json).
 
 use candle_core::{DType, Device, Tensor};
-use ddpm_diffusion::{BetaKind, Schedule, Variance};
+use ddpm_diffusion::{BetaKind, Prediction, Sampler, SamplerConfig, Schedule, Variance};
 use ddpm_tests::{assert_close, fixture, load_tensors};
+
+mod common;
 
 fn f32_vec(t: &Tensor) -> Vec<f32> {
     t.to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap()
@@ -59,11 +61,14 @@ fn reverse_steps_match_the_reference() {
         let s = Schedule::new(BetaKind::Linear, n, &Device::Cpu).unwrap();
         for t in [n - 1, n / 2, 1, 0] {
             let key = |k: &str| fx[&format!("n{n}_t{t}_{k}")].clone();
-            let z = key("z");
+            let mut z = common::Fixed(key("z"));
             for (variance, name) in [(Variance::Beta, "true"), (Variance::Posterior, "false")] {
-                let out = s
-                    .ddpm_step(&key("x_t"), t, &key("eps"), Some(&z), variance, false)
-                    .unwrap();
+                let config = SamplerConfig::Ddpm {
+                    variance,
+                    clip_x0: false,
+                };
+                let mut ddpm = config.build(&s, Prediction::Epsilon).unwrap();
+                let out = ddpm.step(&key("eps"), t, &key("x_t"), &mut z).unwrap();
                 let want = key(&format!("out_simple_var_{name}"));
                 assert_close(&out, &want, 1e-5, &format!("n={n} t={t} simple_var={name}"));
             }

@@ -1,7 +1,9 @@
 //! Colour order, grid geometry, determinism and errors of the picture path.
 
 use candle_core::{Device, Tensor};
-use ddpm_diffusion::{BetaKind, GenerateOptions, NoiseRng, SamplerConfig, Schedule, generate};
+use ddpm_diffusion::{
+    BetaKind, GenerateOptions, NoiseRng, Prediction, SamplerConfig, Schedule, generate,
+};
 use ddpm_image::{Trajectory, grid, save_image, to_u8};
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -69,6 +71,7 @@ fn trajectories_are_written_as_strips_and_gifs() {
         image: [3, 4, 4],
         batch_size: 3,
         sampler: SamplerConfig::default(),
+        prediction: Prediction::Epsilon,
     };
     let mut traj = Trajectory::new(2, 5, 20);
     generate(

@@ -1,7 +1,7 @@
 //! The manifest of a checkpoint: what inference needs to rebuild the run.
 
 use candle_core::Device;
-use ddpm_diffusion::{BetaKind, SamplerConfig, Schedule};
+use ddpm_diffusion::{BetaKind, Prediction, SamplerConfig, Schedule};
 use ddpm_unet::{Model, ModelConfig};
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,9 @@ pub struct RunManifest {
     pub schedule: BetaKind,
     /// Diffusion steps T.
     pub n_steps: usize,
+    /// What the network predicts (runs from before this field predict ε).
+    #[serde(default)]
+    pub prediction: Prediction,
     /// Preview/final grid sampling, and the sampler's defaults.
     pub sample: SampleSettings,
 }

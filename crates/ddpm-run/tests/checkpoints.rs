@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use ddpm_diffusion::{BetaKind, SamplerConfig, Variance};
+use ddpm_diffusion::{BetaKind, Prediction, SamplerConfig, Variance};
 use ddpm_run::checkpoint::{self, EMA_FILE, MANIFEST_FILE, MODEL_FILE, Snapshot};
 use ddpm_run::{RunManifest, SampleSettings};
 use ddpm_unet::{ImageShape, Model, ModelKind, ModelSpec, ResidualFrom};
@@ -31,6 +31,7 @@ fn manifest() -> RunManifest {
         .unwrap(),
         schedule: BetaKind::LinearScaled,
         n_steps: 10,
+        prediction: Prediction::Epsilon,
         sample: SampleSettings {
             n: 16,
             nrow: 4,
@@ -117,7 +118,10 @@ fn missing_and_corrupt_pieces_are_named() {
     let missing = checkpoint::require_files(&dir, &[MODEL_FILE, "optimizer.safetensors"])
         .unwrap_err()
         .to_string();
-    assert!(missing.contains("optimizer.safetensors is missing"), "{missing}");
+    assert!(
+        missing.contains("optimizer.safetensors is missing"),
+        "{missing}"
+    );
     std::fs::write(dir.join(EMA_FILE), b"not tensors").unwrap();
     let corrupt = checkpoint::load_model(&dir, &Device::Cpu, true)
         .err()
@@ -126,5 +130,8 @@ fn missing_and_corrupt_pieces_are_named() {
     assert!(corrupt.contains(EMA_FILE), "{corrupt}");
     std::fs::remove_file(dir.join(MANIFEST_FILE)).unwrap();
     let no_manifest = checkpoint::read_manifest(&dir).unwrap_err().to_string();
-    assert!(no_manifest.contains("manifest.json is missing"), "{no_manifest}");
+    assert!(
+        no_manifest.contains("manifest.json is missing"),
+        "{no_manifest}"
+    );
 }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use ddpm_data::DatasetSpec;
-use ddpm_diffusion::BetaKind;
+use ddpm_diffusion::{BetaKind, Prediction};
 use ddpm_run::{RunManifest, SampleSettings};
 use ddpm_unet::{ModelConfig, ModelKind, ModelSpec, ResidualFrom};
 use serde::{Deserialize, Serialize};
@@ -89,6 +89,8 @@ settings! {
         n_steps: usize,
         /// linear (the reference's, unscaled) | linear-scaled | cosine
         schedule: BetaKind,
+        /// What the network learns to predict: eps (the noise ε, as the reference)
+        prediction: Prediction,
         /// Images per optimizer step (per process).
         batch_size: usize,
         /// Peak learning rate (Adam).
@@ -270,6 +272,7 @@ impl TrainingSpec {
             model: self.network.clone(),
             schedule: self.recipe.schedule,
             n_steps: self.recipe.n_steps,
+            prediction: self.recipe.prediction,
             sample: self.sample,
         }
     }

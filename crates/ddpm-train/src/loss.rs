@@ -1,7 +1,7 @@
 //! The DDPM training objective.
 
 use candle_core::Tensor;
-use ddpm_diffusion::{NoiseRng, NoiseSource, Schedule};
+use ddpm_diffusion::{NoiseRng, NoiseSource, Prediction, Schedule};
 use ddpm_unet::Model;
 
 use crate::Result;
@@ -20,21 +20,23 @@ pub fn draw_t_eps(noise: &mut NoiseRng, x0: &Tensor, n_steps: usize) -> Result<(
 }
 
 /// The simple DDPM loss (Ho et al., eq. 14) for given t and ε: noises `x0` to x_t and returns
-/// the mean squared error between ε and the network's ε̂(x_t, t) over all elements, in
-/// training mode.
+/// the mean squared error between the network's output at (x_t, t) and what it predicts
+/// (`prediction`'s target: ε for ε-prediction) over all elements, in training mode.
 pub fn diffusion_loss_given(
     model: &Model,
     schedule: &Schedule,
+    prediction: Prediction,
     x0: &Tensor,
     t: &Tensor,
     eps: &Tensor,
 ) -> Result<Tensor> {
     let x_t = schedule.add_noise(x0, t, eps)?;
-    let eps_hat = model.forward(&x_t, t, true)?;
-    Ok((eps_hat - eps)?.sqr()?.mean_all()?)
+    let output = model.forward(&x_t, t, true)?;
+    let target = prediction.target(schedule, x0, eps, t)?;
+    Ok((output - target)?.sqr()?.mean_all()?)
 }
 
-/// [`diffusion_loss_given`] with t and ε drawn by [`draw_t_eps`].
+/// [`diffusion_loss_given`] for ε-prediction with t and ε drawn by [`draw_t_eps`].
 pub fn diffusion_loss(
     model: &Model,
     schedule: &Schedule,
@@ -42,5 +44,5 @@ pub fn diffusion_loss(
     noise: &mut NoiseRng,
 ) -> Result<Tensor> {
     let (t, eps) = draw_t_eps(noise, x0, schedule.n_steps())?;
-    diffusion_loss_given(model, schedule, x0, &t, &eps)
+    diffusion_loss_given(model, schedule, Prediction::Epsilon, x0, &t, &eps)
 }

@@ -1,6 +1,6 @@
 //! The named presets: values of the recipe, the run control and the grid sampling.
 
-use ddpm_diffusion::{BetaKind, SamplerConfig, Variance};
+use ddpm_diffusion::{BetaKind, Prediction, SamplerConfig, Variance};
 use ddpm_run::SampleSettings;
 use ddpm_unet::ModelKind;
 
@@ -59,6 +59,7 @@ impl Preset {
                 pe_dim: 20,
                 n_steps: 1000,
                 schedule: BetaKind::Linear,
+                prediction: Prediction::Epsilon,
                 batch_size: 1024,
                 lr: 1e-3,
                 weight_decay: 0.0,

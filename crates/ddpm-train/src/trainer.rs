@@ -265,7 +265,8 @@ impl<'a> Trainer<'a> {
             recipe.lr_schedule,
         );
         let (t, eps) = draw_t_eps(&mut self.noise, x0, recipe.n_steps)?;
-        let loss = diffusion_loss_given(&self.model, &self.schedule, x0, &t, &eps)?;
+        let loss =
+            diffusion_loss_given(&self.model, &self.schedule, recipe.prediction, x0, &t, &eps)?;
         let mut value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         if let Some(c) = self.collective.as_deref_mut() {
             value = c.mean_scalar(value)?;
@@ -459,6 +460,7 @@ impl<'a> Trainer<'a> {
             image: spec.network.image().dims(),
             batch_size: settings.n,
             sampler: settings.sampler,
+            prediction: spec.recipe.prediction,
         };
         let mut noise = NoiseRng::new(spec.recipe.seed.wrapping_add(PREVIEW_SEED_OFFSET));
         let x0 = generate(

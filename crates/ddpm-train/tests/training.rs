@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use candle_core::{Device, Tensor};
 use ddpm_data::DatasetSpec;
 use ddpm_data::{batch_tensor, embedded_mnist};
-use ddpm_diffusion::{BetaKind, NoiseRng, Schedule};
+use ddpm_diffusion::{BetaKind, NoiseRng, Prediction, Schedule};
 use ddpm_run::checkpoint;
 use ddpm_train::{
     Adam, ChannelList, ControlOverrides, Every, GradClip, LrSchedule, Overrides, RecipeOverrides,
@@ -390,7 +390,9 @@ fn two_ranks_with_half_batches_step_like_one_rank_with_the_whole_batch() {
         let model = Model::new(&cfg.spec.network, &Device::Cpu, 0).unwrap();
         let params = model.trainable();
         let mut adam = Adam::new(params.clone(), 0.0).unwrap();
-        let loss = ddpm_train::diffusion_loss_given(&model, &schedule, x0, t, eps).unwrap();
+        let loss =
+            ddpm_train::diffusion_loss_given(&model, &schedule, Prediction::Epsilon, x0, t, eps)
+                .unwrap();
         optimizer_step(
             &params,
             loss.backward().unwrap(),

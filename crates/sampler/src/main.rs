@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use candle_core::{DType, Tensor};
 use clap::Parser;
 use ddpm_diffusion::{
-    BetaKind, GenerateOptions, NoiseRng, SamplerConfig, Schedule, Variance, generate,
+    BetaKind, GenerateOptions, NoiseRng, Prediction, SamplerConfig, Schedule, Variance, generate,
 };
 use ddpm_image::{Trajectory, grid, save_image, to_u8};
 use ddpm_run::{SampleSettings, checkpoint};
@@ -213,7 +213,7 @@ fn describe(sampler: &SamplerConfig) -> String {
 
 fn run(args: &Args) -> Result<()> {
     let device = ddpm_run::select_device(args.device.as_deref())?;
-    let (model, schedule, defaults, default_out) = match &args.weights {
+    let (model, schedule, prediction, defaults, default_out) = match &args.weights {
         Some(weights) => {
             let spec = ModelSpec {
                 kind: args.model,
@@ -240,6 +240,7 @@ fn run(args: &Args) -> Result<()> {
             (
                 model,
                 schedule,
+                Prediction::Epsilon,
                 REFERENCE_SAMPLING,
                 PathBuf::from("samples"),
             )
@@ -258,7 +259,14 @@ fn run(args: &Args) -> Result<()> {
             );
             let schedule = loaded.manifest.schedule(&device)?;
             let samples = checkpoint::run_dir_of(&dir).join("samples");
-            (loaded.model, schedule, loaded.manifest.sample, samples)
+            let manifest = loaded.manifest;
+            (
+                loaded.model,
+                schedule,
+                manifest.prediction,
+                manifest.sample,
+                samples,
+            )
         }
     };
     let settings = args.settings(defaults)?;
@@ -299,6 +307,7 @@ fn run(args: &Args) -> Result<()> {
         image,
         batch_size: args.batch_size,
         sampler,
+        prediction,
     };
     let steps = sampler.timesteps(schedule.n_steps())?.len();
     let batches = n.div_ceil(args.batch_size.max(1));

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use candle_core::Device;
-use ddpm_diffusion::{BetaKind, SamplerConfig, Variance};
+use ddpm_diffusion::{BetaKind, Prediction, SamplerConfig, Variance};
 use ddpm_run::checkpoint::{self, EMA_FILE, MODEL_FILE, Snapshot};
 use ddpm_run::{RunManifest, SampleSettings};
 use ddpm_unet::{ImageShape, Model, ModelKind, ModelSpec, ResidualFrom};
@@ -35,6 +35,7 @@ fn run_with(dir: &Path, sampler: SamplerConfig) -> PathBuf {
         model: model.clone(),
         schedule: BetaKind::Linear,
         n_steps: 20,
+        prediction: Prediction::Epsilon,
         sample: SampleSettings {
             n: 81,
             nrow: 9,

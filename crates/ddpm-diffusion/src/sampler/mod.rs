@@ -1,0 +1,81 @@
+//! Samplers: the reverse process one step at a time, as types in the spirit of diffusers'
+//! schedulers.
+//!
+//! A [`Sampler`] lists the timesteps it visits ([`Sampler::timesteps`]) and turns the network
+//! output at each of them into the next sample ([`Sampler::step`]). It reads that output
+//! through its [`Prediction`](crate::Prediction), so an ε-, v- or x0-network runs with any
+//! sampler, and it keeps whatever it needs across steps in `&mut self` (a multistep solver
+//! keeps its previous model outputs there): a sampler serves one run, and
+//! [`SamplerConfig::build`] makes a fresh one. [`sample`](crate::sample) is the one loop that
+//! drives any sampler with any [`Denoiser`](crate::Denoiser).
+//!
+//! The samplers:
+//! - [`Ddpm`]: ancestral DDPM over all T steps (Ho et al. 2020);
+//! - [`Ddim`]: DDIM over a subset of the timesteps, η from deterministic to DDPM-like
+//!   (Song et al. 2021).
+//!
+//! **To add a sampler**: one new file in `src/sampler/` with a type implementing [`Sampler`],
+//! plus one [`SamplerConfig`] variant with its match arms in [`SamplerConfig::build`] and
+//! [`SamplerConfig::timesteps`]. The schedule's public accessors (f32 and f64 ᾱ, β, variances)
+//! and [`Prediction`](crate::Prediction)'s conversions are all the step math needs.
+//!
+//! Between steps the sample is always in the DDPM parametrisation
+//! x_t = sqrt(ᾱ_t)·x0 + sqrt(1-ᾱ_t)·ε, the one the network sees and the loop reports; a sampler
+//! that works in another space (σ-space for Euler or Heun) converts inside its step.
+
+mod config;
+mod ddim;
+mod ddpm;
+
+use candle_core::Tensor;
+
+pub use config::SamplerConfig;
+pub use ddim::Ddim;
+pub use ddpm::Ddpm;
+
+use crate::{NoiseSource, Result};
+
+/// One run of the reverse process, step by step.
+pub trait Sampler {
+    /// The timesteps at which the network is evaluated, in the order of the calls to
+    /// [`Sampler::step`] (decreasing).
+    fn timesteps(&self) -> &[usize];
+
+    /// Given the network output `model_output` at the sample `x` and timestep `t` (the next of
+    /// [`Sampler::timesteps`]), returns the sample at the following timestep, or x0 after the
+    /// last one. Draws from `noise` only when the step adds noise.
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        t: usize,
+        x: &Tensor,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor>;
+}
+
+impl<S: Sampler + ?Sized> Sampler for Box<S> {
+    fn timesteps(&self) -> &[usize] {
+        (**self).timesteps()
+    }
+
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        t: usize,
+        x: &Tensor,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
+        (**self).step(model_output, t, x, noise)
+    }
+}
+
+/// `a·ca + b·cb` with f64 coefficients.
+fn combine(a: &Tensor, ca: f64, b: &Tensor, cb: f64) -> Result<Tensor> {
+    Ok((a.affine(ca, 0.0)? + b.affine(cb, 0.0)?)?)
+}
+
+/// `x + σ·z` with z ~ N(0, I) of x's shape drawn from `noise`.
+fn add_scaled_noise(x: Tensor, sigma: f64, noise: &mut dyn NoiseSource) -> Result<Tensor> {
+    let z = noise.randn(x.shape(), x.device())?;
+    Ok((x + z.affine(sigma, 0.0)?)?)
+}

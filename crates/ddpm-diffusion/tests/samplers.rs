@@ -1,0 +1,153 @@
+//! Samplers built from their configs: the timesteps they visit, their validation, and the
+//! configs' saved form.
+
+use std::cell::RefCell;
+
+use candle_core::{Device, Tensor};
+use ddpm_diffusion::{
+    BetaKind, NoiseRng, Prediction, Sampler, SamplerConfig, Schedule, Variance, sample,
+};
+
+const T: usize = 30;
+
+fn schedule() -> Schedule {
+    Schedule::new(BetaKind::Linear, T, &Device::Cpu).unwrap()
+}
+
+fn configs() -> [SamplerConfig; 5] {
+    [
+        SamplerConfig::default(),
+        SamplerConfig::Ddpm {
+            variance: Variance::Posterior,
+            clip_x0: true,
+        },
+        SamplerConfig::Ddim {
+            steps: 7,
+            eta: 0.3,
+            clip_x0: false,
+        },
+        SamplerConfig::Ddim {
+            steps: T,
+            eta: 1.0,
+            clip_x0: true,
+        },
+        SamplerConfig::Ddim {
+            steps: 1,
+            eta: 0.0,
+            clip_x0: false,
+        },
+    ]
+}
+
+#[test]
+fn a_built_sampler_is_driven_through_its_timesteps_in_order() {
+    let s = schedule();
+    for config in configs() {
+        let sampler = config.build(&s, Prediction::Epsilon).unwrap();
+        let timesteps = sampler.timesteps().to_vec();
+        assert_eq!(timesteps, config.timesteps(T).unwrap(), "{config:?}");
+        assert!(
+            timesteps.windows(2).all(|w| w[1] < w[0]),
+            "{config:?}: {timesteps:?}"
+        );
+        // The model sees each timestep once, in order, for the whole batch.
+        let asked = RefCell::new(Vec::new());
+        let model = |x: &Tensor, t: &Tensor| {
+            let t = t.to_vec1::<u32>()?;
+            assert!(t.iter().all(|ti| *ti == t[0]), "{t:?}");
+            asked.borrow_mut().push(t[0] as usize);
+            x.affine(0.5, 0.0)?.tanh()
+        };
+        let mut reported = Vec::new();
+        let x_t = Tensor::from_vec(NoiseRng::new(1).normal_vec(18), (2, 1, 3, 3), &Device::Cpu);
+        sample(
+            sampler,
+            &model,
+            x_t.unwrap(),
+            &mut NoiseRng::new(2),
+            |info| {
+                assert_eq!(info.total, timesteps.len());
+                reported.push((info.done, info.t));
+            },
+        )
+        .unwrap();
+        assert_eq!(asked.into_inner(), timesteps, "{config:?}");
+        let want: Vec<(usize, usize)> = timesteps
+            .iter()
+            .copied()
+            .zip(1..)
+            .map(|(t, i)| (i, t))
+            .collect();
+        assert_eq!(reported, want, "{config:?}");
+    }
+}
+
+fn build_error(config: SamplerConfig) -> String {
+    match config.build(&schedule(), Prediction::Epsilon) {
+        Ok(_) => panic!("{config:?} built"),
+        Err(err) => err.to_string(),
+    }
+}
+
+#[test]
+fn invalid_ddim_settings_do_not_build() {
+    for steps in [0, T + 1] {
+        let err = build_error(SamplerConfig::Ddim {
+            steps,
+            eta: 0.0,
+            clip_x0: false,
+        });
+        assert_eq!(
+            err,
+            format!("invalid steps: DDIM needs 1..={T} steps, got {steps}")
+        );
+    }
+    for eta in [-0.1, 1.5, f64::NAN] {
+        let err = build_error(SamplerConfig::Ddim {
+            steps: 5,
+            eta,
+            clip_x0: false,
+        });
+        assert_eq!(err, format!("invalid eta: η must be in [0, 1], got {eta}"));
+    }
+}
+
+#[test]
+fn configs_keep_their_saved_json() {
+    let cases = [
+        (
+            SamplerConfig::Ddpm {
+                variance: Variance::Beta,
+                clip_x0: false,
+            },
+            r#"{"kind":"ddpm","variance":"beta","clip_x0":false}"#,
+        ),
+        (
+            SamplerConfig::Ddpm {
+                variance: Variance::Posterior,
+                clip_x0: true,
+            },
+            r#"{"kind":"ddpm","variance":"posterior","clip_x0":true}"#,
+        ),
+        (
+            SamplerConfig::Ddim {
+                steps: 50,
+                eta: 0.0,
+                clip_x0: true,
+            },
+            r#"{"kind":"ddim","steps":50,"eta":0.0,"clip_x0":true}"#,
+        ),
+    ];
+    for (config, json) in cases {
+        assert_eq!(serde_json::to_string(&config).unwrap(), json);
+        assert_eq!(serde_json::from_str::<SamplerConfig>(json).unwrap(), config);
+    }
+    assert_eq!(
+        serde_json::to_string(&SamplerConfig::default()).unwrap(),
+        cases[0].1
+    );
+    assert_eq!(
+        serde_json::to_string(&Prediction::Epsilon).unwrap(),
+        r#""epsilon""#
+    );
+}
