@@ -52,8 +52,9 @@ impl From<ddpm_unet::UnetError> for RunError {
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, RunError>;
 
-/// Maps an I/O error while doing `what` to [`RunError::Io`] for `path`.
-pub(crate) fn io_err(
+/// Maps an I/O error while doing `what` ("writing", "creating", ...) to [`RunError::Io`] for
+/// `path`.
+pub fn io_err(
     what: &'static str,
     path: impl Into<PathBuf>,
 ) -> impl FnOnce(std::io::Error) -> RunError {

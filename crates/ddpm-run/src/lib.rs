@@ -24,5 +24,5 @@ mod error;
 mod manifest;
 
 pub use device::select_device;
-pub use error::{Result, RunError};
+pub use error::{Result, RunError, io_err};
 pub use manifest::{RunManifest, SampleSettings};

@@ -360,9 +360,11 @@ impl TrainConfig {
                 path.display()
             )));
         }
-        serde_json::from_value(value).map_err(|source| TrainError::Json {
-            path: path.to_path_buf(),
-            source,
+        serde_json::from_value(value).map_err(|source| {
+            TrainError::Run(ddpm_run::RunError::Json {
+                path: path.to_path_buf(),
+                source,
+            })
         })
     }
 

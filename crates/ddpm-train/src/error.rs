@@ -23,36 +23,10 @@ pub enum TrainError {
     Dist(#[from] ddpm_dist::DistError),
     /// Writing a sample grid failed.
     #[error(transparent)]
-    Sample(#[from] ddpm_image::ImageError),
+    Image(#[from] ddpm_image::ImageError),
     /// Options that do not fit together.
     #[error("{0}")]
     Config(String),
-    /// A file-system operation failed.
-    #[error("{what} {path}: {source}")]
-    Io {
-        /// What was being done ("writing", "reading", ...).
-        what: &'static str,
-        /// The path involved.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// A JSON file could not be read or written.
-    #[error("{path}: {source}")]
-    Json {
-        /// The file involved.
-        path: PathBuf,
-        /// The underlying error.
-        source: serde_json::Error,
-    },
-    /// A checkpoint is missing, incomplete or does not fit the run.
-    #[error("checkpoint {path}: {why}")]
-    Checkpoint {
-        /// The checkpoint directory.
-        path: PathBuf,
-        /// What is wrong.
-        why: String,
-    },
     /// The loss stopped being a finite number.
     #[error(
         "the loss became {loss} at step {step}: training stopped; the last good checkpoint \
@@ -75,11 +49,11 @@ impl From<ddpm_unet::UnetError> for TrainError {
 /// Result alias of the training library.
 pub type Result<T> = std::result::Result<T, TrainError>;
 
-/// Maps an I/O error while doing `what` to [`TrainError::Io`] for `path`.
+/// Maps an I/O error while doing `what` to a [`TrainError::Run`] naming `path`.
 pub(crate) fn io_err(
     what: &'static str,
     path: impl Into<PathBuf>,
 ) -> impl FnOnce(std::io::Error) -> TrainError {
-    let path = path.into();
-    move |source| TrainError::Io { what, path, source }
+    let inner = ddpm_run::io_err(what, path);
+    move |source| TrainError::Run(inner(source))
 }

@@ -200,9 +200,11 @@ impl<'a> Trainer<'a> {
     fn restore(&mut self, dir: &Path) -> Result<()> {
         checkpoint::require_files(dir, &[MODEL_FILE, OPTIMIZER_FILE, STATE_FILE])?;
         let saved = TrainingState::read(dir)?;
-        let mismatch = |why: String| TrainError::Checkpoint {
-            path: dir.to_path_buf(),
-            why,
+        let mismatch = |why: String| {
+            TrainError::Run(ddpm_run::RunError::Checkpoint {
+                path: dir.to_path_buf(),
+                why,
+            })
         };
         if saved.config_digest != self.state.config_digest {
             return Err(mismatch(format!(
