@@ -60,7 +60,7 @@ fn the_full_reverse_chain_matches_the_reference() {
             &mut noise,
             |info| {
                 // The fixture records x_49: the output of the step at t = 50.
-                if info.t == 50 {
+                if info.t == 50.0 {
                     at_49 = Some(info.x.clone());
                 }
             },

@@ -43,10 +43,7 @@ impl Prediction {
         output: &Tensor,
     ) -> Result<Tensor> {
         schedule.check_t(t)?;
-        let _ = x_t; // ε-prediction needs no conversion; v- and x0-prediction use x_t.
-        match self {
-            Prediction::Epsilon => Ok(output.clone()),
-        }
+        self.eps_at(schedule.alpha_bars_f64()[t], x_t, output)
     }
 
     /// The predicted clean sample x̂0 given the network `output` at x_t and timestep t, unclipped.
@@ -61,7 +58,21 @@ impl Prediction {
         output: &Tensor,
     ) -> Result<Tensor> {
         schedule.check_t(t)?;
-        let ab = schedule.alpha_bars_f64()[t];
+        self.x0_at(schedule.alpha_bars_f64()[t], x_t, output)
+    }
+
+    /// [`Prediction::eps`] at a noise level given by its ᾱ (in (0, 1]) rather than a timestep:
+    /// for samplers that evaluate the network between the schedule's timesteps (Euler, Heun).
+    pub fn eps_at(self, alpha_bar: f64, x_t: &Tensor, output: &Tensor) -> Result<Tensor> {
+        let _ = (alpha_bar, x_t); // ε-prediction needs no conversion; v and x0 use them.
+        match self {
+            Prediction::Epsilon => Ok(output.clone()),
+        }
+    }
+
+    /// [`Prediction::x0`] at a noise level given by its ᾱ (in (0, 1]).
+    pub fn x0_at(self, alpha_bar: f64, x_t: &Tensor, output: &Tensor) -> Result<Tensor> {
+        let ab = alpha_bar;
         match self {
             Prediction::Epsilon => {
                 Ok(((x_t - output.affine((1.0 - ab).sqrt(), 0.0)?)? / ab.sqrt())?)

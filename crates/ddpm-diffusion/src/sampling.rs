@@ -1,12 +1,13 @@
 //! The sampling loop: any [`Sampler`] driven with any [`Denoiser`].
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use crate::{NoiseSource, Result, Sampler};
 
 /// Anything that maps a noisy sample x_t and its timesteps to the network output (ε̂, v̂ or x̂0,
 /// as its [`Prediction`](crate::Prediction) says): the denoising network in practice, a
-/// closure in tests. `t` is a (B,) u32 tensor of timesteps on the same device as `x_t`.
+/// closure in tests. `t` is a (B,) f32 tensor of the network's time input on the same device
+/// as `x_t`: integer timesteps for most samplers, times between them for Euler and Heun.
 pub trait Denoiser {
     /// Returns the network output at (x_t, t), of the same shape as `x_t`.
     fn predict(&self, x_t: &Tensor, t: &Tensor) -> candle_core::Result<Tensor>;
@@ -28,8 +29,8 @@ pub struct StepInfo<'a> {
     pub done: usize,
     /// The number of steps of the whole run.
     pub total: usize,
-    /// The timestep just denoised.
-    pub t: usize,
+    /// The network's time input of the evaluation just made.
+    pub t: f64,
     /// The sample after this step.
     pub x: &'a Tensor,
 }
@@ -53,9 +54,9 @@ pub fn sample(
     let total = timesteps.len();
     let mut x = x_t;
     for (i, &t) in timesteps.iter().enumerate() {
-        let t_tensor = Tensor::full(t as u32, batch, x.device())?.to_dtype(DType::U32)?;
+        let t_tensor = Tensor::full(t as f32, batch, x.device())?;
         let output = model.predict(&x, &t_tensor)?;
-        x = sampler.step(&output, t, &x, noise)?;
+        x = sampler.step(&output, i, &x, noise)?;
         // Cut the autograd history: the network's weights are trainable variables, so without
         // this every step would keep all activations of every earlier step alive.
         x = x.detach();

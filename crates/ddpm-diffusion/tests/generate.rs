@@ -20,11 +20,7 @@ fn generation_is_deterministic_per_seed_and_batch_size_independent_of_memory_bou
         n: 5,
         image: [1, 3, 3],
         batch_size,
-        sampler: SamplerConfig::Ddim {
-            steps: 5,
-            eta: 0.0,
-            clip_x0: true,
-        },
+        sampler: SamplerConfig::ddim(5, 0.0, true),
         prediction: Prediction::Epsilon,
     };
     let run = |seed, batch| {

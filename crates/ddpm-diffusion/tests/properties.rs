@@ -72,51 +72,29 @@ fn invalid_settings_are_errors() {
         .build(&s, Prediction::Epsilon)
         .unwrap();
     assert!(ddpm.step(&x, 10, &x, &mut NoiseRng::new(0)).is_err());
-    // A DDIM step only runs at one of its own timesteps.
-    let ddim = SamplerConfig::Ddim {
-        steps: 4,
-        eta: 0.0,
-        clip_x0: false,
-    };
+    // No step past the last evaluation.
+    let ddim = SamplerConfig::ddim(4, 0.0, false);
     let mut sampler = ddim.build(&s, Prediction::Epsilon).unwrap();
-    assert_eq!(sampler.timesteps(), [9, 6, 3, 0]);
+    assert_eq!(sampler.timesteps(), [9.0, 6.0, 3.0, 0.0]);
     assert!(sampler.step(&x, 5, &x, &mut NoiseRng::new(0)).is_err());
     let t = Tensor::new(&[10u32], &Device::Cpu).unwrap();
     assert!(s.add_noise(&x, &t, &x).is_err());
     for steps in [0, 11] {
-        let ddim = SamplerConfig::Ddim {
-            steps,
-            eta: 0.0,
-            clip_x0: false,
-        };
+        let ddim = SamplerConfig::ddim(steps, 0.0, false);
         assert!(ddim.timesteps(10).is_err());
     }
-    let ddim = SamplerConfig::Ddim {
-        steps: 5,
-        eta: 1.5,
-        clip_x0: false,
-    };
+    let ddim = SamplerConfig::ddim(5, 1.5, false);
     assert!(ddim.timesteps(10).is_err());
 }
 
 #[test]
 fn ddim_timesteps_span_the_chain() {
-    let ts = SamplerConfig::Ddim {
-        steps: 5,
-        eta: 0.0,
-        clip_x0: false,
-    }
-    .timesteps(1000)
-    .unwrap();
-    assert_eq!(ts, vec![999, 749, 500, 250, 0]);
-    let all = SamplerConfig::Ddim {
-        steps: 1000,
-        eta: 0.0,
-        clip_x0: false,
-    }
-    .timesteps(1000)
-    .unwrap();
-    assert_eq!(all, (0..1000).rev().collect::<Vec<_>>());
+    let ts = SamplerConfig::ddim(5, 0.0, false).timesteps(1000).unwrap();
+    assert_eq!(ts, vec![999.0, 749.0, 500.0, 250.0, 0.0]);
+    let all = SamplerConfig::ddim(1000, 0.0, false)
+        .timesteps(1000)
+        .unwrap();
+    assert_eq!(all, (0..1000).rev().map(f64::from).collect::<Vec<_>>());
 }
 
 /// A smooth stand-in for a network: ε̂ depends on x_t and t.
@@ -156,11 +134,7 @@ fn ddim_with_every_step_and_eta_one_is_ddpm_with_posterior_variance() {
                 variance: Variance::Posterior,
                 clip_x0,
             };
-            let ddim = SamplerConfig::Ddim {
-                steps: 100,
-                eta: 1.0,
-                clip_x0,
-            };
+            let ddim = SamplerConfig::ddim(100, 1.0, clip_x0);
             // Step by step, from the same x_t, ε̂ and noise.
             let mut ddpm_sampler = ddpm.build(&s, Prediction::Epsilon).unwrap();
             let mut ddim_sampler = ddim.build(&s, Prediction::Epsilon).unwrap();
@@ -186,11 +160,7 @@ fn ddim_with_every_step_and_eta_one_is_ddpm_with_posterior_variance() {
 #[test]
 fn ddim_with_eta_zero_is_deterministic_and_ignores_the_noise_source() {
     let s = Schedule::new(BetaKind::Linear, 1000, &Device::Cpu).unwrap();
-    let ddim = SamplerConfig::Ddim {
-        steps: 20,
-        eta: 0.0,
-        clip_x0: false,
-    };
+    let ddim = SamplerConfig::ddim(20, 0.0, false);
     let a = run(&s, &ddim, x_t(2), 1);
     let b = run(&s, &ddim, x_t(2), 2);
     assert_eq!(max_abs_diff(&a, &b), 0.0);
@@ -220,7 +190,7 @@ fn the_loop_reports_every_step_and_clipping_bounds_the_final_sample() {
         },
     )
     .unwrap();
-    assert_eq!(seen, (0..50).rev().collect::<Vec<_>>());
+    assert_eq!(seen, (0..50).rev().map(f64::from).collect::<Vec<_>>());
     // The last DDPM step with clipping returns the clipped x̂0 itself.
     let max = x0.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
     assert!(max.to_scalar::<f32>().unwrap() <= 1.0);

@@ -68,7 +68,10 @@ fn reverse_steps_match_the_reference() {
                     clip_x0: false,
                 };
                 let mut ddpm = config.build(&s, Prediction::Epsilon).unwrap();
-                let out = ddpm.step(&key("eps"), t, &key("x_t"), &mut z).unwrap();
+                // DDPM visits T-1, …, 0: timestep t is evaluation T-1-t.
+                let out = ddpm
+                    .step(&key("eps"), n - 1 - t, &key("x_t"), &mut z)
+                    .unwrap();
                 let want = key(&format!("out_simple_var_{name}"));
                 assert_close(&out, &want, 1e-5, &format!("n={n} t={t} simple_var={name}"));
             }

@@ -21,21 +21,9 @@ fn configs() -> [SamplerConfig; 5] {
             variance: Variance::Posterior,
             clip_x0: true,
         },
-        SamplerConfig::Ddim {
-            steps: 7,
-            eta: 0.3,
-            clip_x0: false,
-        },
-        SamplerConfig::Ddim {
-            steps: T,
-            eta: 1.0,
-            clip_x0: true,
-        },
-        SamplerConfig::Ddim {
-            steps: 1,
-            eta: 0.0,
-            clip_x0: false,
-        },
+        SamplerConfig::ddim(7, 0.3, false),
+        SamplerConfig::ddim(T, 1.0, true),
+        SamplerConfig::ddim(1, 0.0, false),
     ]
 }
 
@@ -53,9 +41,9 @@ fn a_built_sampler_is_driven_through_its_timesteps_in_order() {
         // The model sees each timestep once, in order, for the whole batch.
         let asked = RefCell::new(Vec::new());
         let model = |x: &Tensor, t: &Tensor| {
-            let t = t.to_vec1::<u32>()?;
+            let t = t.to_vec1::<f32>()?;
             assert!(t.iter().all(|ti| *ti == t[0]), "{t:?}");
-            asked.borrow_mut().push(t[0] as usize);
+            asked.borrow_mut().push(f64::from(t[0]));
             x.affine(0.5, 0.0)?.tanh()
         };
         let mut reported = Vec::new();
@@ -72,7 +60,7 @@ fn a_built_sampler_is_driven_through_its_timesteps_in_order() {
         )
         .unwrap();
         assert_eq!(asked.into_inner(), timesteps, "{config:?}");
-        let want: Vec<(usize, usize)> = timesteps
+        let want: Vec<(usize, f64)> = timesteps
             .iter()
             .copied()
             .zip(1..)
@@ -92,22 +80,14 @@ fn build_error(config: SamplerConfig) -> String {
 #[test]
 fn invalid_ddim_settings_do_not_build() {
     for steps in [0, T + 1] {
-        let err = build_error(SamplerConfig::Ddim {
-            steps,
-            eta: 0.0,
-            clip_x0: false,
-        });
+        let err = build_error(SamplerConfig::ddim(steps, 0.0, false));
         assert_eq!(
             err,
             format!("invalid steps: DDIM needs 1..={T} steps, got {steps}")
         );
     }
     for eta in [-0.1, 1.5, f64::NAN] {
-        let err = build_error(SamplerConfig::Ddim {
-            steps: 5,
-            eta,
-            clip_x0: false,
-        });
+        let err = build_error(SamplerConfig::ddim(5, eta, false));
         assert_eq!(err, format!("invalid eta: η must be in [0, 1], got {eta}"));
     }
 }
@@ -130,11 +110,7 @@ fn configs_keep_their_saved_json() {
             r#"{"kind":"ddpm","variance":"posterior","clip_x0":true}"#,
         ),
         (
-            SamplerConfig::Ddim {
-                steps: 50,
-                eta: 0.0,
-                clip_x0: true,
-            },
+            SamplerConfig::ddim(50, 0.0, true),
             r#"{"kind":"ddim","steps":50,"eta":0.0,"clip_x0":true}"#,
         ),
     ];

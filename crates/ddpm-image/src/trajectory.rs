@@ -12,7 +12,7 @@ use crate::{ImageError, Result, grid, save_image, to_u8};
 pub struct Trajectory {
     images: usize,
     every: usize,
-    snapshots: Vec<(usize, Tensor)>,
+    snapshots: Vec<(f64, Tensor)>,
 }
 
 impl Trajectory {
@@ -26,7 +26,7 @@ impl Trajectory {
     }
 
     /// Feeds one step of the chain (`done` steps of `total` done, at timestep `t`).
-    pub fn observe(&mut self, done: usize, total: usize, t: usize, x: &Tensor) -> Result<()> {
+    pub fn observe(&mut self, done: usize, total: usize, t: f64, x: &Tensor) -> Result<()> {
         if done.is_multiple_of(self.every) || done == total {
             let n = self.images.min(x.dim(0)?);
             self.snapshots.push((t, x.narrow(0, 0, n)?.copy()?));
@@ -35,7 +35,7 @@ impl Trajectory {
     }
 
     /// The timesteps recorded, in order.
-    pub fn timesteps(&self) -> Vec<usize> {
+    pub fn timesteps(&self) -> Vec<f64> {
         self.snapshots.iter().map(|(t, _)| *t).collect()
     }
 

@@ -84,7 +84,7 @@ fn trajectories_are_written_as_strips_and_gifs() {
         |_, info| traj.observe(info.done, info.total, info.t, info.x).unwrap(),
     )
     .unwrap();
-    assert_eq!(traj.timesteps(), vec![16, 12, 8, 4, 0]);
+    assert_eq!(traj.timesteps(), vec![16.0, 12.0, 8.0, 4.0, 0.0]);
     let dir = temp_dir("traj");
     traj.save(&dir.join("t.png")).unwrap();
     let strip = image::open(dir.join("t.png")).unwrap();

@@ -179,11 +179,7 @@ impl Preset {
                 },
                 control: every(10),
                 sample: SampleSettings {
-                    sampler: SamplerConfig::Ddim {
-                        steps: 100,
-                        eta: 0.0,
-                        clip_x0: true,
-                    },
+                    sampler: SamplerConfig::ddim(100, 0.0, true),
                     ..REFERENCE_GRID
                 },
                 default_data: DefaultData::Anime,

@@ -109,7 +109,9 @@ impl<'a> Trainer<'a> {
         };
         if world.is_main() {
             std::fs::create_dir_all(out.join("samples")).map_err(io_err("creating", out))?;
-            config.save(&out.join(CONFIG_FILE))?;
+            if resume_from.is_none() {
+                config.save(&out.join(CONFIG_FILE))?;
+            }
         }
 
         let images = spec
@@ -187,6 +189,11 @@ impl<'a> Trainer<'a> {
         };
         if let Some(dir) = &resume_from {
             trainer.restore(dir)?;
+            if world.is_main() {
+                // Only once the checkpoint is known to fit: a refused resume leaves the run's
+                // configuration as it was.
+                config.save(&out.join(CONFIG_FILE))?;
+            }
         }
         trainer.broadcast_weights()?;
         if world.is_main() {

@@ -229,6 +229,9 @@ fn a_run_directory_is_never_overwritten_and_resume_checks_the_configuration() {
     let other = config(&with_recipe(tiny(2), |r| r.lr = Some(5e-4)));
     let mismatch = train(&other, &options(&out, true)).unwrap_err().to_string();
     assert!(mismatch.contains("another configuration"), "{mismatch}");
+    // The refused resume left the run's configuration as it was.
+    let kept = TrainConfig::load(&out.join("config.json")).unwrap();
+    assert_eq!(kept, config(&tiny(1)));
 }
 
 #[test]

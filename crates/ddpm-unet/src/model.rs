@@ -243,9 +243,16 @@ impl Model {
 }
 
 impl Denoiser for Model {
-    /// The network in eval mode.
+    /// The network in eval mode. The reference and residual UNets look their time encoding
+    /// up in a table of integer timesteps, so a sampler asking for a time between two (Euler,
+    /// Heun) gets the nearest one; the modern UNet computes its embedding at any time.
     fn predict(&self, x_t: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
-        self.forward(x_t, t, false)
+        match &self.net {
+            Network::Modern(_) => self.forward(x_t, t, false),
+            Network::Reference(_) | Network::Residual(_) => {
+                self.forward(x_t, &t.to_dtype(DType::F32)?.round()?, false)
+            }
+        }
     }
 }
 

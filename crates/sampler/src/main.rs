@@ -140,11 +140,11 @@ impl Args {
                     SamplerConfig::Ddim { steps, eta, .. } => (steps, eta),
                     _ => (50, 0.0),
                 };
-                SamplerConfig::Ddim {
-                    steps: self.steps.unwrap_or(steps),
-                    eta: self.eta.unwrap_or(eta),
+                SamplerConfig::ddim(
+                    self.steps.unwrap_or(steps),
+                    self.eta.unwrap_or(eta),
                     clip_x0,
-                }
+                )
             }
             other => bail!("unknown --sampler `{other}`: use ddpm or ddim"),
         };
@@ -207,6 +207,7 @@ fn describe(sampler: &SamplerConfig) -> String {
             steps,
             eta,
             clip_x0,
+            ..
         } => format!("DDIM ({steps} steps, η = {eta}{})", clip(clip_x0)),
     }
 }

@@ -300,11 +300,7 @@ fn pytorch_reference_weights_sample_directly() {
 #[test]
 fn a_run_is_sampled_with_its_own_settings_unless_told_otherwise() {
     let dir = temp("defaults");
-    let own = SamplerConfig::Ddim {
-        steps: 4,
-        eta: 0.0,
-        clip_x0: true,
-    };
+    let own = SamplerConfig::ddim(4, 0.0, true);
     let run = run_with(&dir, own);
     let run_s = run.to_str().unwrap();
     let png = |name: &str| dir.join(name).to_str().unwrap().to_string();

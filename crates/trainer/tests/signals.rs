@@ -57,7 +57,7 @@ fn start(out: &Path) -> (Child, mpsc::Receiver<String>) {
 
 /// Waits until the run has logged its first step, sends `signal`, and returns the exit status
 /// and everything the trainer printed.
-fn stop_with(signal: &str, out: &Path) -> (i32, String) {
+fn stop_with(signal: libc::c_int, out: &Path) -> (i32, String) {
     let (mut child, lines) = start(out);
     let mut log = String::new();
     loop {
@@ -70,11 +70,9 @@ fn stop_with(signal: &str, out: &Path) -> (i32, String) {
             break;
         }
     }
-    let status = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) only sends a signal, to the child this test started and still owns.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
     let code = child.wait().unwrap().code().expect("exited, not killed");
     while let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
         log.push_str(&line);
@@ -86,7 +84,7 @@ fn stop_with(signal: &str, out: &Path) -> (i32, String) {
 #[test]
 fn ctrl_c_saves_and_exits_130() {
     let out = temp("sigint");
-    let (code, log) = stop_with("-INT", &out);
+    let (code, log) = stop_with(libc::SIGINT, &out);
     assert_eq!(code, 130, "{log}");
     assert!(log.contains("stopped after"), "{log}");
     assert!(out.join("checkpoints/latest").is_file(), "{log}");
@@ -109,7 +107,7 @@ fn ctrl_c_saves_and_exits_130() {
 #[test]
 fn sigterm_saves_and_exits_143() {
     let out = temp("sigterm");
-    let (code, log) = stop_with("-TERM", &out);
+    let (code, log) = stop_with(libc::SIGTERM, &out);
     assert_eq!(code, 143, "{log}");
     assert!(out.join("checkpoints/latest").is_file(), "{log}");
 }

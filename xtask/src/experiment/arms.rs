@@ -72,11 +72,7 @@ fn config(
     let mut config = TrainConfig::resolve("ref-mnist", lab.scale.dataset.clone(), &overrides)?;
     config.control.sample_every = None;
     // The run's own final grid is only a preview here (the arms are scored separately).
-    config.spec.sample.sampler = SamplerConfig::Ddim {
-        steps: 20,
-        eta: 0.0,
-        clip_x0: false,
-    };
+    config.spec.sample.sampler = SamplerConfig::ddim(20, 0.0, false);
     Ok(config)
 }
 
@@ -174,35 +170,19 @@ pub fn run(experiment: Experiment, lab: &Lab) -> Result<String> {
                     ),
                     (
                         format!("DDIM-20 η=0{clip}"),
-                        SamplerConfig::Ddim {
-                            steps: 20,
-                            eta: 0.0,
-                            clip_x0,
-                        },
+                        SamplerConfig::ddim(20, 0.0, clip_x0),
                     ),
                     (
                         format!("DDIM-50 η=0{clip}"),
-                        SamplerConfig::Ddim {
-                            steps: 50,
-                            eta: 0.0,
-                            clip_x0,
-                        },
+                        SamplerConfig::ddim(50, 0.0, clip_x0),
                     ),
                     (
                         format!("DDIM-100 η=0{clip}"),
-                        SamplerConfig::Ddim {
-                            steps: 100,
-                            eta: 0.0,
-                            clip_x0,
-                        },
+                        SamplerConfig::ddim(100, 0.0, clip_x0),
                     ),
                     (
                         format!("DDIM-50 η=1{clip}"),
-                        SamplerConfig::Ddim {
-                            steps: 50,
-                            eta: 1.0,
-                            clip_x0,
-                        },
+                        SamplerConfig::ddim(50, 1.0, clip_x0),
                     ),
                 ];
                 for (arm, sampler) in arms {
@@ -277,16 +257,7 @@ pub fn run(experiment: Experiment, lab: &Lab) -> Result<String> {
             rows.push((
                 "reference, DDIM-50".into(),
                 r,
-                lab.score(
-                    r,
-                    false,
-                    SamplerConfig::Ddim {
-                        steps: 50,
-                        eta: 0.0,
-                        clip_x0: false,
-                    },
-                    "ref-ddim",
-                )?,
+                lab.score(r, false, SamplerConfig::ddim(50, 0.0, false), "ref-ddim")?,
             ));
             rows.push((
                 "reference, DDPM + x̂0 clipping".into(),

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::{Ddim, Ddpm, Sampler, ddim, ddpm};
+use super::{Ddim, Ddpm, Sampler, Spacing, ddim, ddpm};
 use crate::{Prediction, Result, Schedule, Variance};
 
 /// How to run the reverse process: the serialisable choice of a [`Sampler`] and its settings
@@ -15,7 +15,8 @@ pub enum SamplerConfig {
         /// Clip x̂0 to [-1, 1] (posterior-mean form).
         clip_x0: bool,
     },
-    /// DDIM over `steps` timesteps evenly spread over 0..T, both ends included ([`Ddim`]).
+    /// DDIM over `steps` timesteps ([`Ddim`]): by default evenly spread over 0..T, both ends
+    /// included.
     Ddim {
         /// Number of network evaluations, 1..=T.
         steps: usize,
@@ -23,6 +24,13 @@ pub enum SamplerConfig {
         eta: f64,
         /// Clip x̂0 to [-1, 1].
         clip_x0: bool,
+        /// Where the timesteps sit ([`Spacing`]; left out of the JSON when `even`).
+        #[serde(default, skip_serializing_if = "Spacing::is_even")]
+        spacing: Spacing,
+        /// End the chain at x0 (true, the default) or at ᾱ_0 (diffusers'
+        /// `set_alpha_to_one = false`, as Stable Diffusion's configuration).
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        set_alpha_to_one: bool,
     },
 }
 
@@ -37,14 +45,31 @@ impl Default for SamplerConfig {
 }
 
 impl SamplerConfig {
+    /// DDIM over `steps` evenly spread timesteps ending at x0 (our spacing).
+    pub fn ddim(steps: usize, eta: f64, clip_x0: bool) -> Self {
+        SamplerConfig::Ddim {
+            steps,
+            eta,
+            clip_x0,
+            spacing: Spacing::Even,
+            set_alpha_to_one: true,
+        }
+    }
+
     /// The timesteps the sampler visits for a schedule of `n_steps` steps, in order (what
     /// [`Sampler::timesteps`] of the built sampler returns); an error if the settings are
     /// invalid.
-    pub fn timesteps(&self, n_steps: usize) -> Result<Vec<usize>> {
-        match *self {
-            SamplerConfig::Ddpm { .. } => Ok(ddpm::timesteps(n_steps)),
-            SamplerConfig::Ddim { steps, eta, .. } => ddim::timesteps(n_steps, steps, eta),
-        }
+    pub fn timesteps(&self, n_steps: usize) -> Result<Vec<f64>> {
+        let steps = match *self {
+            SamplerConfig::Ddpm { .. } => ddpm::timesteps(n_steps),
+            SamplerConfig::Ddim {
+                steps,
+                eta,
+                spacing,
+                ..
+            } => ddim::timesteps(n_steps, steps, eta, spacing)?,
+        };
+        Ok(super::as_times(&steps))
     }
 
     /// Checks the settings against `schedule` and builds a fresh sampler (one per run) that
@@ -62,7 +87,25 @@ impl SamplerConfig {
                 steps,
                 eta,
                 clip_x0,
-            } => Box::new(Ddim::new(schedule, prediction, steps, eta, clip_x0)?),
+                spacing,
+                set_alpha_to_one,
+            } => Box::new(Ddim::new(
+                schedule,
+                prediction,
+                steps,
+                eta,
+                clip_x0,
+                spacing,
+                set_alpha_to_one,
+            )?),
         })
     }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }

@@ -1,6 +1,7 @@
 use candle_core::Tensor;
 
-use super::{Sampler, add_scaled_noise, combine};
+use super::{Sampler, add_scaled_noise, as_times, combine};
+use crate::error::invalid;
 use crate::{NoiseSource, Prediction, Result, Schedule, Variance};
 
 /// Ancestral DDPM (Ho et al. 2020): every timestep from T-1 down to 0, adding noise of
@@ -15,6 +16,7 @@ pub struct Ddpm<'s> {
     variance: Variance,
     clip_x0: bool,
     timesteps: Vec<usize>,
+    times: Vec<f64>,
 }
 
 /// T-1, …, 1, 0.
@@ -35,26 +37,35 @@ impl<'s> Ddpm<'s> {
             prediction,
             variance,
             clip_x0,
+            times: as_times(&timesteps(schedule.n_steps())),
             timesteps: timesteps(schedule.n_steps()),
         }
     }
 }
 
 impl Sampler for Ddpm<'_> {
-    fn timesteps(&self) -> &[usize] {
-        &self.timesteps
+    fn timesteps(&self) -> &[f64] {
+        &self.times
     }
 
     /// x_t → x_{t-1}; draws noise for every t > 0.
     fn step(
         &mut self,
         model_output: &Tensor,
-        t: usize,
+        i: usize,
         x: &Tensor,
         noise: &mut dyn NoiseSource,
     ) -> Result<Tensor> {
         let s = self.schedule;
-        s.check_t(t)?;
+        let Some(&t) = self.timesteps.get(i) else {
+            return invalid(
+                "i",
+                format!(
+                    "evaluation {i} is past this DDPM sampler's {} steps",
+                    self.timesteps.len()
+                ),
+            );
+        };
         let (alpha, ab) = (s.alphas()[t], s.alpha_bars()[t]);
         let mean = if self.clip_x0 {
             let x0 = self

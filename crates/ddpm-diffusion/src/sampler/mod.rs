@@ -26,47 +26,55 @@
 mod config;
 mod ddim;
 mod ddpm;
+pub mod sigmas;
 
 use candle_core::Tensor;
 
 pub use config::SamplerConfig;
-pub use ddim::Ddim;
+pub use ddim::{Ddim, Spacing};
 pub use ddpm::Ddpm;
 
 use crate::{NoiseSource, Result};
 
 /// One run of the reverse process, step by step.
 pub trait Sampler {
-    /// The timesteps at which the network is evaluated, in the order of the calls to
-    /// [`Sampler::step`] (decreasing).
-    fn timesteps(&self) -> &[usize];
+    /// The network's time input at each of its evaluations, in the order of the calls to
+    /// [`Sampler::step`]: one entry per evaluation (a second-order step that evaluates twice
+    /// lists its time twice). Integers for samplers on the schedule's own timesteps; Euler
+    /// and Heun may ask for times between them.
+    fn timesteps(&self) -> &[f64];
 
-    /// Given the network output `model_output` at the sample `x` and timestep `t` (the next of
-    /// [`Sampler::timesteps`]), returns the sample at the following timestep, or x0 after the
-    /// last one. Draws from `noise` only when the step adds noise.
+    /// Given the network output `model_output` of evaluation `i` (at time
+    /// `timesteps()[i]` and the sample `x`), returns the sample for evaluation `i + 1`, or x0
+    /// after the last one. Draws from `noise` only when the step adds noise.
     fn step(
         &mut self,
         model_output: &Tensor,
-        t: usize,
+        i: usize,
         x: &Tensor,
         noise: &mut dyn NoiseSource,
     ) -> Result<Tensor>;
 }
 
 impl<S: Sampler + ?Sized> Sampler for Box<S> {
-    fn timesteps(&self) -> &[usize] {
+    fn timesteps(&self) -> &[f64] {
         (**self).timesteps()
     }
 
     fn step(
         &mut self,
         model_output: &Tensor,
-        t: usize,
+        i: usize,
         x: &Tensor,
         noise: &mut dyn NoiseSource,
     ) -> Result<Tensor> {
-        (**self).step(model_output, t, x, noise)
+        (**self).step(model_output, i, x, noise)
     }
+}
+
+/// Integer timesteps as the network's time inputs.
+fn as_times(timesteps: &[usize]) -> Vec<f64> {
+    timesteps.iter().map(|&t| t as f64).collect()
 }
 
 /// `a·ca + b·cb` with f64 coefficients.
