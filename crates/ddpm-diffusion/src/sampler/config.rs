@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::{Ddim, Ddpm, Sampler, Spacing, ddim, ddpm};
+use super::{Ddim, Ddpm, Sampler, Spacing, UniPc, ddim, ddpm, unipc};
 use crate::{Prediction, Result, Schedule, Variance};
 
 /// How to run the reverse process: the serialisable choice of a [`Sampler`] and its settings
@@ -31,6 +31,13 @@ pub enum SamplerConfig {
         /// `set_alpha_to_one = false`, as Stable Diffusion's configuration).
         #[serde(default = "yes", skip_serializing_if = "is_true")]
         set_alpha_to_one: bool,
+    },
+    /// UniPC multistep predictor-corrector over `steps` timesteps ([`UniPc`]): diffusers'
+    /// default configuration ("linspace" spacing, ending at x0).
+    #[serde(rename = "unipc")]
+    UniPc {
+        /// Number of network evaluations, 1..=T.
+        steps: usize,
     },
 }
 
@@ -68,6 +75,7 @@ impl SamplerConfig {
                 spacing,
                 ..
             } => ddim::timesteps(n_steps, steps, eta, spacing)?,
+            SamplerConfig::UniPc { steps } => unipc::timesteps(n_steps, steps)?,
         };
         Ok(super::as_times(&steps))
     }
@@ -98,6 +106,7 @@ impl SamplerConfig {
                 spacing,
                 set_alpha_to_one,
             )?),
+            SamplerConfig::UniPc { steps } => Box::new(UniPc::new(schedule, prediction, steps)?),
         })
     }
 }

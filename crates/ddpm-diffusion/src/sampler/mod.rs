@@ -13,6 +13,7 @@
 //! - [`Ddpm`]: ancestral DDPM over all T steps (Ho et al. 2020);
 //! - [`Ddim`]: DDIM over a subset of the timesteps, η from deterministic to DDPM-like
 //!   (Song et al. 2021).
+//! - [`UniPc`]: the UniPC multistep predictor-corrector, diffusers' default (Zhao et al. 2023).
 //!
 //! **To add a sampler**: one new file in `src/sampler/` with a type implementing [`Sampler`],
 //! plus one [`SamplerConfig`] variant with its match arms in [`SamplerConfig::build`] and
@@ -27,12 +28,14 @@ mod config;
 mod ddim;
 mod ddpm;
 pub mod sigmas;
+mod unipc;
 
 use candle_core::Tensor;
 
 pub use config::SamplerConfig;
 pub use ddim::{Ddim, Spacing};
 pub use ddpm::Ddpm;
+pub use unipc::UniPc;
 
 use crate::{NoiseSource, Result};
 
