@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::{Ddim, Ddpm, Sampler, Spacing, ddim, ddpm};
+use super::{Ddim, Ddpm, Euler, Heun, Sampler, Spacing, ddim, ddpm, euler, heun};
 use crate::{Prediction, Result, Schedule, Variance};
 
 /// How to run the reverse process: the serialisable choice of a [`Sampler`] and its settings
@@ -31,6 +31,23 @@ pub enum SamplerConfig {
         /// `set_alpha_to_one = false`, as Stable Diffusion's configuration).
         #[serde(default = "yes", skip_serializing_if = "is_true")]
         set_alpha_to_one: bool,
+    },
+    /// Euler in σ-space over `steps` noise levels ([`Euler`], Karras et al. 2022).
+    #[serde(rename = "euler")]
+    Euler {
+        /// Number of noise levels = network evaluations, 1..=T.
+        steps: usize,
+        /// Karras-spaced levels (else at linspace(0, T-1, steps)).
+        karras: bool,
+    },
+    /// Heun in σ-space over `steps` noise levels, 2·steps - 1 evaluations ([`Heun`], Karras
+    /// et al. 2022).
+    #[serde(rename = "heun")]
+    Heun {
+        /// Number of noise levels, 1..=T.
+        steps: usize,
+        /// Karras-spaced levels (else at linspace(0, T-1, steps)).
+        karras: bool,
     },
 }
 
@@ -68,6 +85,12 @@ impl SamplerConfig {
                 spacing,
                 ..
             } => ddim::timesteps(n_steps, steps, eta, spacing)?,
+            SamplerConfig::Euler { steps, karras } => {
+                return euler::config_times(n_steps, steps, karras, "Euler");
+            }
+            SamplerConfig::Heun { steps, karras } => {
+                return heun::heun_config_times(n_steps, steps, karras);
+            }
         };
         Ok(super::as_times(&steps))
     }
@@ -98,6 +121,12 @@ impl SamplerConfig {
                 spacing,
                 set_alpha_to_one,
             )?),
+            SamplerConfig::Euler { steps, karras } => {
+                Box::new(Euler::new(schedule, prediction, steps, karras)?)
+            }
+            SamplerConfig::Heun { steps, karras } => {
+                Box::new(Heun::new(schedule, prediction, steps, karras)?)
+            }
         })
     }
 }
