@@ -256,7 +256,13 @@ impl TrainingSpec {
             // A preset's DDIM preview uses every step of a chain shorter than its step count.
             *steps = (*steps).min(recipe.n_steps);
         }
-        sample.sampler.timesteps(recipe.n_steps)?;
+        // The grid's sampler must build on this schedule (a CPU copy: only its values matter).
+        let schedule = ddpm_diffusion::Schedule::new(
+            recipe.schedule,
+            recipe.n_steps,
+            &candle_core::Device::Cpu,
+        )?;
+        sample.sampler.build(&schedule, recipe.prediction)?;
         Ok(TrainingSpec {
             preset: preset.to_string(),
             dataset,

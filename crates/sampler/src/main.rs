@@ -310,7 +310,7 @@ fn run(args: &Args) -> Result<()> {
         sampler,
         prediction,
     };
-    let steps = sampler.timesteps(schedule.n_steps())?.len();
+    let steps = sampler.build(&schedule, prediction)?.timesteps().len();
     let batches = n.div_ceil(args.batch_size.max(1));
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new((steps * batches) as u64);

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::{Ddim, Ddpm, Sampler, Spacing, UniPc, ddim, ddpm, unipc};
+use super::{Ddim, Ddpm, Euler, Heun, Sampler, Spacing, UniPc, ddim, ddpm, euler, heun, unipc};
 use crate::{Prediction, Result, Schedule, Variance};
 
 /// How to run the reverse process: the serialisable choice of a [`Sampler`] and its settings
@@ -39,6 +39,23 @@ pub enum SamplerConfig {
         /// Number of network evaluations, 1..=T.
         steps: usize,
     },
+    /// Euler in σ-space over `steps` noise levels ([`Euler`], Karras et al. 2022).
+    #[serde(rename = "euler")]
+    Euler {
+        /// Number of noise levels = network evaluations, 1..=T.
+        steps: usize,
+        /// Karras-spaced levels (else at linspace(0, T-1, steps)).
+        karras: bool,
+    },
+    /// Heun in σ-space over `steps` noise levels, 2·steps - 1 evaluations ([`Heun`], Karras
+    /// et al. 2022).
+    #[serde(rename = "heun")]
+    Heun {
+        /// Number of noise levels, 1..=T.
+        steps: usize,
+        /// Karras-spaced levels (else at linspace(0, T-1, steps)).
+        karras: bool,
+    },
 }
 
 impl Default for SamplerConfig {
@@ -76,6 +93,12 @@ impl SamplerConfig {
                 ..
             } => ddim::timesteps(n_steps, steps, eta, spacing)?,
             SamplerConfig::UniPc { steps } => unipc::timesteps(n_steps, steps)?,
+            SamplerConfig::Euler { steps, karras } => {
+                return euler::config_times(n_steps, steps, karras, "Euler");
+            }
+            SamplerConfig::Heun { steps, karras } => {
+                return heun::heun_config_times(n_steps, steps, karras);
+            }
         };
         Ok(super::as_times(&steps))
     }
@@ -107,6 +130,12 @@ impl SamplerConfig {
                 set_alpha_to_one,
             )?),
             SamplerConfig::UniPc { steps } => Box::new(UniPc::new(schedule, prediction, steps)?),
+            SamplerConfig::Euler { steps, karras } => {
+                Box::new(Euler::new(schedule, prediction, steps, karras)?)
+            }
+            SamplerConfig::Heun { steps, karras } => {
+                Box::new(Heun::new(schedule, prediction, steps, karras)?)
+            }
         })
     }
 }

@@ -12,8 +12,10 @@
 //! The samplers:
 //! - [`Ddpm`]: ancestral DDPM over all T steps (Ho et al. 2020);
 //! - [`Ddim`]: DDIM over a subset of the timesteps, η from deterministic to DDPM-like
-//!   (Song et al. 2021).
-//! - [`UniPc`]: the UniPC multistep predictor-corrector, diffusers' default (Zhao et al. 2023).
+//!   (Song et al. 2021);
+//! - [`UniPc`]: the UniPC multistep predictor-corrector, diffusers' default (Zhao et al. 2023);
+//! - [`Euler`]: Euler's method on the probability-flow ODE in σ-space (Karras et al. 2022);
+//! - [`Heun`]: Heun's second-order method in σ-space, two evaluations a step (Karras et al. 2022).
 //!
 //! **To add a sampler**: one new file in `src/sampler/` with a type implementing [`Sampler`],
 //! plus one [`SamplerConfig`] variant with its match arms in [`SamplerConfig::build`] and
@@ -27,6 +29,8 @@
 mod config;
 mod ddim;
 mod ddpm;
+mod euler;
+mod heun;
 pub mod sigmas;
 mod unipc;
 
@@ -35,6 +39,8 @@ use candle_core::Tensor;
 pub use config::SamplerConfig;
 pub use ddim::{Ddim, Spacing};
 pub use ddpm::Ddpm;
+pub use euler::Euler;
+pub use heun::Heun;
 pub use unipc::UniPc;
 
 use crate::{NoiseSource, Result};
