@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::{Ddim, Ddpm, Sampler, Spacing, ddim, ddpm};
+use super::{Ddim, Ddpm, DpmSolver, Sampler, Spacing, ddim, ddpm, dpm_solver};
 use crate::{Prediction, Result, Schedule, Variance};
 
 /// How to run the reverse process: the serialisable choice of a [`Sampler`] and its settings
@@ -31,6 +31,23 @@ pub enum SamplerConfig {
         /// `set_alpha_to_one = false`, as Stable Diffusion's configuration).
         #[serde(default = "yes", skip_serializing_if = "is_true")]
         set_alpha_to_one: bool,
+    },
+    /// DPM-Solver++ multistep ([`DpmSolver`], Lu et al. 2022), deterministic, e.g.
+    /// `{"kind":"dpm++","steps":20,"order":2,"karras":false,"lower_order_final":true}` (2M).
+    #[serde(rename = "dpm++")]
+    DpmSolver {
+        /// Number of network evaluations, 1..=T: diffusers' "linspace" timesteps, or the
+        /// Karras noise levels.
+        steps: usize,
+        /// The solver's order, 1..=3 (2 is the usual choice).
+        order: usize,
+        /// Karras et al.'s noise levels (diffusers' `use_karras_sigmas`). The timesteps
+        /// [`SamplerConfig::timesteps`] lists for them are the linear β schedule's.
+        karras: bool,
+        /// With fewer than 15 steps, order 3 drops to 2 at the second-to-last step (true, the
+        /// default, as diffusers); the last step is first order in any case.
+        #[serde(default = "yes")]
+        lower_order_final: bool,
     },
 }
 
@@ -68,6 +85,12 @@ impl SamplerConfig {
                 spacing,
                 ..
             } => ddim::timesteps(n_steps, steps, eta, spacing)?,
+            SamplerConfig::DpmSolver {
+                steps,
+                order,
+                karras,
+                ..
+            } => dpm_solver::timesteps(n_steps, steps, order, karras)?,
         };
         Ok(super::as_times(&steps))
     }
@@ -97,6 +120,19 @@ impl SamplerConfig {
                 clip_x0,
                 spacing,
                 set_alpha_to_one,
+            )?),
+            SamplerConfig::DpmSolver {
+                steps,
+                order,
+                karras,
+                lower_order_final,
+            } => Box::new(DpmSolver::new(
+                schedule,
+                prediction,
+                steps,
+                order,
+                karras,
+                lower_order_final,
             )?),
         })
     }

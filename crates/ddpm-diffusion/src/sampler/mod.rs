@@ -12,7 +12,9 @@
 //! The samplers:
 //! - [`Ddpm`]: ancestral DDPM over all T steps (Ho et al. 2020);
 //! - [`Ddim`]: DDIM over a subset of the timesteps, η from deterministic to DDPM-like
-//!   (Song et al. 2021).
+//!   (Song et al. 2021);
+//! - [`DpmSolver`]: DPM-Solver++ multistep of order 1 to 3, optionally on Karras noise levels
+//!   (Lu et al. 2022).
 //!
 //! **To add a sampler**: one new file in `src/sampler/` with a type implementing [`Sampler`],
 //! plus one [`SamplerConfig`] variant with its match arms in [`SamplerConfig::build`] and
@@ -26,6 +28,7 @@
 mod config;
 mod ddim;
 mod ddpm;
+mod dpm_solver;
 pub mod sigmas;
 
 use candle_core::Tensor;
@@ -33,6 +36,7 @@ use candle_core::Tensor;
 pub use config::SamplerConfig;
 pub use ddim::{Ddim, Spacing};
 pub use ddpm::Ddpm;
+pub use dpm_solver::DpmSolver;
 
 use crate::{NoiseSource, Result};
 
