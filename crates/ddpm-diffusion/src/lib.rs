@@ -33,6 +33,6 @@ pub use error::{DiffusionError, Result};
 pub use generate::{GenerateOptions, generate};
 pub use noise::{NoiseRng, NoiseRngState, NoiseSource};
 pub use prediction::Prediction;
-pub use sampler::{Sampler, SamplerConfig};
+pub use sampler::{SAMPLER_NAMES, Sampler, SamplerChoices, SamplerConfig};
 pub use sampling::{Denoiser, StepInfo, sample};
 pub use schedule::{BetaKind, Schedule, Variance};

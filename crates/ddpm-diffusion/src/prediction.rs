@@ -8,27 +8,43 @@ use crate::{Result, Schedule};
 
 /// The target a denoising network is trained to predict.
 ///
-/// Every sampler reads the network output through [`Prediction::eps`] and [`Prediction::x0`],
+/// Every sampler reads the network output through [`Prediction::eps`] and [`Prediction::x0`]
+/// (or [`Prediction::eps_at`] and [`Prediction::x0_at`] at a noise level between timesteps),
 /// and the training loss compares it with [`Prediction::target`], so a network trained for any
 /// target runs with any sampler. A new target is one variant here plus one match arm in each of
-/// those three methods: they receive x_t, t and the schedule (hence ᾱ_t, per sample in
-/// [`Prediction::target`]), all that the v- and x0-parametrisations need.
+/// those conversions: they receive x_t and ᾱ_t (per sample in [`Prediction::target`]), all
+/// that the ε-, v- and x0-parametrisations need.
+///
+/// With a = sqrt(ᾱ_t) and b = sqrt(1-ᾱ_t), so that x_t = a·x0 + b·ε, the three targets are
+/// ε, v = a·ε - b·x0 and x0 itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum Prediction {
     /// The noise ε in x_t = sqrt(ᾱ_t)·x0 + sqrt(1-ᾱ_t)·ε (Ho et al. 2020).
     #[default]
+    #[serde(rename = "epsilon")]
     Epsilon,
+    /// The velocity v = sqrt(ᾱ_t)·ε - sqrt(1-ᾱ_t)·x0 (Salimans & Ho 2022), diffusers'
+    /// `v_prediction`.
+    #[serde(rename = "v")]
+    V,
+    /// The clean sample x0 itself, diffusers' `sample`.
+    #[serde(rename = "x0")]
+    X0,
 }
 
 impl std::str::FromStr for Prediction {
     type Err = crate::DiffusionError;
 
-    /// `eps` or `epsilon`.
+    /// `eps` or `epsilon`; `v` or `v-prediction`; `x0` or `sample`.
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "eps" | "epsilon" => Ok(Prediction::Epsilon),
-            _ => invalid("prediction", format!("`{s}`: use eps (or epsilon)")),
+            "v" | "v-prediction" => Ok(Prediction::V),
+            "x0" | "sample" => Ok(Prediction::X0),
+            _ => invalid(
+                "prediction",
+                format!("`{s}`: use eps (or epsilon), v (or v-prediction) or x0 (or sample)"),
+            ),
         }
     }
 }
@@ -49,7 +65,7 @@ impl Prediction {
     /// The predicted clean sample x̂0 given the network `output` at x_t and timestep t, unclipped.
     ///
     /// For ε-prediction x̂0 = (x_t - sqrt(1-ᾱ_t)·ε̂)/sqrt(ᾱ_t), with the f64 ᾱ
-    /// ([`Schedule::alpha_bars_f64`]).
+    /// ([`Schedule::alpha_bars_f64`]); the other targets as in the table of [`Prediction`].
     pub fn x0(
         self,
         schedule: &Schedule,
@@ -63,25 +79,44 @@ impl Prediction {
 
     /// [`Prediction::eps`] at a noise level given by its ᾱ (in (0, 1]) rather than a timestep:
     /// for samplers that evaluate the network between the schedule's timesteps (Euler, Heun).
+    ///
+    /// With a = sqrt(ᾱ) and b = sqrt(1-ᾱ): ε̂ = output for ε-prediction, b·x_t + a·v̂ for
+    /// v-prediction and (x_t - a·x̂0)/b for x0-prediction (an error at ᾱ = 1, where the noise
+    /// is not determined).
     pub fn eps_at(self, alpha_bar: f64, x_t: &Tensor, output: &Tensor) -> Result<Tensor> {
-        let _ = (alpha_bar, x_t); // ε-prediction needs no conversion; v and x0 use them.
+        let (a, b) = (alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt());
         match self {
             Prediction::Epsilon => Ok(output.clone()),
-        }
-    }
-
-    /// [`Prediction::x0`] at a noise level given by its ᾱ (in (0, 1]).
-    pub fn x0_at(self, alpha_bar: f64, x_t: &Tensor, output: &Tensor) -> Result<Tensor> {
-        let ab = alpha_bar;
-        match self {
-            Prediction::Epsilon => {
-                Ok(((x_t - output.affine((1.0 - ab).sqrt(), 0.0)?)? / ab.sqrt())?)
+            Prediction::V => Ok((x_t.affine(b, 0.0)? + output.affine(a, 0.0)?)?),
+            Prediction::X0 => {
+                if b <= 0.0 {
+                    return invalid(
+                        "alpha_bar",
+                        format!("ε̂ of an x0-prediction needs ᾱ < 1, got {alpha_bar}"),
+                    );
+                }
+                Ok((x_t - output.affine(a, 0.0)?)?.affine(1.0 / b, 0.0)?)
             }
         }
     }
 
+    /// [`Prediction::x0`] at a noise level given by its ᾱ (in (0, 1]).
+    ///
+    /// With a = sqrt(ᾱ) and b = sqrt(1-ᾱ): x̂0 = (x_t - b·ε̂)/a for ε-prediction,
+    /// a·x_t - b·v̂ for v-prediction and the output itself for x0-prediction.
+    pub fn x0_at(self, alpha_bar: f64, x_t: &Tensor, output: &Tensor) -> Result<Tensor> {
+        let (a, b) = (alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt());
+        match self {
+            Prediction::Epsilon => Ok(((x_t - output.affine(b, 0.0)?)? / a)?),
+            Prediction::V => Ok((x_t.affine(a, 0.0)? - output.affine(b, 0.0)?)?),
+            Prediction::X0 => Ok(output.clone()),
+        }
+    }
+
     /// What the network should output for x_t noised from `x0` with noise `eps` at the B
-    /// per-sample timesteps `t` (as in [`Schedule::add_noise`]): ε itself for ε-prediction.
+    /// per-sample timesteps `t` (as in [`Schedule::add_noise`]): ε itself for ε-prediction,
+    /// v = sqrt(ᾱ_t)·ε - sqrt(1-ᾱ_t)·x0 for v-prediction (with the f32 per-sample coefficients
+    /// of [`Schedule::add_noise`]) and x0 for x0-prediction.
     pub fn target(
         self,
         schedule: &Schedule,
@@ -89,9 +124,13 @@ impl Prediction {
         eps: &Tensor,
         t: &Tensor,
     ) -> Result<Tensor> {
-        let _ = (schedule, x0, t); // Unused by ε-prediction; v- and x0-prediction need them.
         match self {
             Prediction::Epsilon => Ok(eps.clone()),
+            Prediction::V => {
+                let (a, b) = schedule.sqrt_alpha_bars_per_sample(t, x0)?;
+                Ok((eps.broadcast_mul(&a)? - x0.broadcast_mul(&b)?)?)
+            }
+            Prediction::X0 => Ok(x0.clone()),
         }
     }
 }
@@ -116,9 +155,117 @@ mod tests {
             "epsilon".parse::<Prediction>().unwrap(),
             Prediction::Epsilon
         );
+        for (name, want) in [
+            ("v", Prediction::V),
+            ("v-prediction", Prediction::V),
+            ("x0", Prediction::X0),
+            ("sample", Prediction::X0),
+        ] {
+            assert_eq!(name.parse::<Prediction>().unwrap(), want, "{name}");
+        }
         let err = "noise".parse::<Prediction>().unwrap_err().to_string();
-        assert!(err.contains("`noise`"), "{err}");
+        assert!(
+            err.contains("`noise`") && err.contains("v-prediction"),
+            "{err}"
+        );
         assert_eq!(Prediction::default(), Prediction::Epsilon);
+        for (p, json) in [
+            (Prediction::Epsilon, r#""epsilon""#),
+            (Prediction::V, r#""v""#),
+            (Prediction::X0, r#""x0""#),
+        ] {
+            assert_eq!(serde_json::to_string(&p).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Prediction>(json).unwrap(), p);
+        }
+    }
+
+    /// `ca·a + cb·b` computed in f64 and rounded to f32 once: the independent reference.
+    fn lin64(a: &Tensor, ca: f64, b: &Tensor, cb: f64) -> Tensor {
+        let a = a.to_dtype(DType::F64).unwrap();
+        let b = b.to_dtype(DType::F64).unwrap();
+        ((a * ca).unwrap() + (b * cb).unwrap())
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+    }
+
+    #[test]
+    fn v_target_follows_the_formula_per_sample() {
+        let s = Schedule::new(BetaKind::Linear, 100, &Device::Cpu).unwrap();
+        let (x0, eps) = (randn(5, (3, 1, 2, 2)), randn(6, (3, 1, 2, 2)));
+        let ts = [0u32, 41, 99];
+        let t = Tensor::new(&ts, &Device::Cpu).unwrap();
+        let v = Prediction::V.target(&s, &x0, &eps, &t).unwrap();
+        for (i, &ti) in ts.iter().enumerate() {
+            let ab = f64::from(s.alpha_bars()[ti as usize]);
+            let (x0_i, eps_i) = (x0.get(i).unwrap(), eps.get(i).unwrap());
+            // v = sqrt(ᾱ)·ε - sqrt(1-ᾱ)·x0.
+            let want = lin64(&eps_i, ab.sqrt(), &x0_i, -(1.0 - ab).sqrt());
+            let diff = max_abs_diff(&v.get(i).unwrap(), &want);
+            assert!(diff < 1e-6, "t={ti}: {diff:e}");
+        }
+        // x0-prediction's target is the clean sample.
+        let target = Prediction::X0.target(&s, &x0, &eps, &t).unwrap();
+        assert_eq!(max_abs_diff(&target, &x0), 0.0);
+        // The per-sample timesteps are checked.
+        let bad = Tensor::new(&[0u32, 100, 3], &Device::Cpu).unwrap();
+        assert!(Prediction::V.target(&s, &x0, &eps, &bad).is_err());
+        let short = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
+        assert!(Prediction::V.target(&s, &x0, &eps, &short).is_err());
+    }
+
+    #[test]
+    fn v_and_x0_conversions_follow_the_formulas() {
+        let (x_t, out) = (randn(7, (2, 1, 3, 3)), randn(8, (2, 1, 3, 3)));
+        for ab in [0.999_9, 0.5, 0.02, 4e-5] {
+            let (a, b) = (f64::sqrt(ab), f64::sqrt(1.0 - ab));
+            let tol = 1e-6 / b.min(a);
+            let cases = [
+                // v: x̂0 = a·x_t - b·v̂, ε̂ = b·x_t + a·v̂.
+                (
+                    Prediction::V,
+                    lin64(&x_t, a, &out, -b),
+                    lin64(&x_t, b, &out, a),
+                ),
+                // x0: x̂0 = output, ε̂ = (x_t - a·x̂0)/b.
+                (
+                    Prediction::X0,
+                    out.clone(),
+                    lin64(&x_t, 1.0 / b, &out, -a / b),
+                ),
+            ];
+            for (p, want_x0, want_eps) in cases {
+                let x0 = p.x0_at(ab, &x_t, &out).unwrap();
+                let eps = p.eps_at(ab, &x_t, &out).unwrap();
+                let (dx, de) = (max_abs_diff(&x0, &want_x0), max_abs_diff(&eps, &want_eps));
+                assert!(dx < tol && de < tol, "{p:?} ᾱ={ab}: {dx:e} {de:e}");
+            }
+        }
+        // At ᾱ = 1 an x0-prediction does not determine the noise.
+        let err = Prediction::X0.eps_at(1.0, &x_t, &out).unwrap_err();
+        assert!(err.to_string().contains("ᾱ < 1"), "{err}");
+        assert!(Prediction::V.eps_at(1.0, &x_t, &out).is_ok());
+    }
+
+    #[test]
+    fn targets_round_trip_through_the_conversions() {
+        let s = Schedule::new(BetaKind::Cosine, 200, &Device::Cpu).unwrap();
+        let (x0, eps) = (randn(9, (1, 2, 4, 4)), randn(10, (1, 2, 4, 4)));
+        for p in [Prediction::Epsilon, Prediction::V, Prediction::X0] {
+            for t in [0usize, 17, 150, 199] {
+                let tt = Tensor::new(&[t as u32], &Device::Cpu).unwrap();
+                let x_t = s.add_noise(&x0, &tt, &eps).unwrap();
+                let out = p.target(&s, &x0, &eps, &tt).unwrap();
+                let ab = s.alpha_bars_f64()[t];
+                // f32 rounding of x_t and the target, amplified by 1/sqrt(ᾱ) (ε-prediction's
+                // x̂0) or 1/sqrt(1-ᾱ) (x0-prediction's ε̂).
+                let tol = 2e-6 / ab.sqrt().min((1.0 - ab).sqrt());
+                let x0_hat = p.x0(&s, &x_t, t, &out).unwrap();
+                let eps_hat = p.eps(&s, &x_t, t, &out).unwrap();
+                let (dx, de) = (max_abs_diff(&x0_hat, &x0), max_abs_diff(&eps_hat, &eps));
+                assert!(dx < tol && de < tol, "{p:?} t={t}: {dx:e} {de:e}");
+            }
+        }
     }
 
     #[test]

@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Tensor};
 use clap::Parser;
+use ddpm_diffusion::sampler::Spacing;
 use ddpm_diffusion::{
-    BetaKind, GenerateOptions, NoiseRng, Prediction, SamplerConfig, Schedule, Variance, generate,
+    BetaKind, GenerateOptions, NoiseRng, Prediction, SamplerChoices, SamplerConfig, Schedule,
+    Variance, generate,
 };
 use ddpm_image::{Trajectory, grid, save_image, to_u8};
 use ddpm_run::{SampleSettings, checkpoint};
@@ -54,10 +56,11 @@ struct Args {
     /// With --weights: linear | linear-scaled | cosine
     #[arg(long, default_value = "linear")]
     schedule: BetaKind,
-    /// ddpm | ddim [default: the run's own; ddpm with --weights]
+    /// ddpm | ddim | dpm++ | unipc | euler | heun [default: the run's own; ddpm with --weights]
     #[arg(long)]
     sampler: Option<String>,
-    /// DDIM steps [default: the run's, else 50].
+    /// Network evaluations (ddim, dpm++, unipc) or noise levels (euler; heun makes 2·N−1
+    /// evaluations) [default: the run's, else 50 for ddim, 20 for the others, 10 for heun].
     #[arg(long)]
     steps: Option<usize>,
     /// DDIM η: 0 deterministic, 1 DDPM-like [default: the run's, else 0].
@@ -66,10 +69,19 @@ struct Args {
     /// DDPM step variance: beta (the reference) | posterior [default: the run's, else beta]
     #[arg(long)]
     var: Option<String>,
-    /// Clip the predicted x0 to [-1, 1] at every step (`--clip-x0 false` turns a run's
-    /// clipping off) [default: the run's, else off].
+    /// Clip the predicted x0 to [-1, 1] at every step, ddpm and ddim (`--clip-x0 false` turns
+    /// a run's clipping off) [default: the run's, else off].
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     clip_x0: Option<bool>,
+    /// DPM-Solver++'s order: 1, 2 (2M) or 3 (3M) [default: the run's, else 2].
+    #[arg(long)]
+    order: Option<usize>,
+    /// Karras-spaced noise levels (dpm++, euler, heun); `--karras false` turns them off.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    karras: Option<bool>,
+    /// DDIM timestep spacing: even (ours, both ends) | leading | trailing | linspace (diffusers')
+    #[arg(long)]
+    spacing: Option<Spacing>,
     /// Number of images [default: the run's grid size, else 81].
     #[arg(long)]
     n: Option<usize>,
@@ -112,46 +124,26 @@ struct Args {
 impl Args {
     /// The sampling settings: the run's own (`defaults`), changed by the given options.
     fn settings(&self, defaults: SampleSettings) -> Result<SampleSettings> {
-        let base = defaults.sampler;
-        let (base_kind, base_clip) = match base {
-            SamplerConfig::Ddpm { clip_x0, .. } => ("ddpm", clip_x0),
-            SamplerConfig::Ddim { clip_x0, .. } => ("ddim", clip_x0),
+        let variance = match self.var.as_deref() {
+            None => None,
+            Some("beta") => Some(Variance::Beta),
+            Some("posterior") => Some(Variance::Posterior),
+            Some(other) => bail!("unknown --var `{other}`: use beta or posterior"),
         };
-        let clip_x0 = self.clip_x0.unwrap_or(base_clip);
-        let sampler = match self.sampler.as_deref().unwrap_or(base_kind) {
-            "ddpm" => {
-                if self.steps.is_some() || self.eta.is_some() {
-                    bail!("--steps and --eta are DDIM's: add --sampler ddim");
-                }
-                let variance = match (self.var.as_deref(), base) {
-                    (Some("beta"), _) => Variance::Beta,
-                    (Some("posterior"), _) => Variance::Posterior,
-                    (Some(other), _) => bail!("unknown --var `{other}`: use beta or posterior"),
-                    (None, SamplerConfig::Ddpm { variance, .. }) => variance,
-                    (None, _) => Variance::Beta,
-                };
-                SamplerConfig::Ddpm { variance, clip_x0 }
-            }
-            "ddim" => {
-                if self.var.is_some() {
-                    bail!("--var is DDPM's: DDIM's noise is set by --eta");
-                }
-                let (steps, eta) = match base {
-                    SamplerConfig::Ddim { steps, eta, .. } => (steps, eta),
-                    _ => (50, 0.0),
-                };
-                SamplerConfig::ddim(
-                    self.steps.unwrap_or(steps),
-                    self.eta.unwrap_or(eta),
-                    clip_x0,
-                )
-            }
-            other => bail!("unknown --sampler `{other}`: use ddpm or ddim"),
+        let choices = SamplerChoices {
+            kind: self.sampler.clone(),
+            steps: self.steps,
+            eta: self.eta,
+            variance,
+            clip_x0: self.clip_x0,
+            order: self.order,
+            karras: self.karras,
+            spacing: self.spacing,
         };
         Ok(SampleSettings {
             n: self.n.unwrap_or(defaults.n),
             nrow: self.nrow.unwrap_or(defaults.nrow),
-            sampler,
+            sampler: defaults.sampler.with(&choices)?,
         })
     }
 }
@@ -193,22 +185,6 @@ fn main() {
         // A user error is one line of message: no backtrace, whatever RUST_BACKTRACE says.
         eprintln!("Error: {e:#}");
         std::process::exit(1);
-    }
-}
-
-/// How a sampler configuration reads in the log.
-fn describe(sampler: &SamplerConfig) -> String {
-    let clip = |c: bool| if c { ", x̂0 clipped" } else { "" };
-    match *sampler {
-        SamplerConfig::Ddpm { variance, clip_x0 } => {
-            format!("DDPM ({variance:?} variance{})", clip(clip_x0)).to_lowercase()
-        }
-        SamplerConfig::Ddim {
-            steps,
-            eta,
-            clip_x0,
-            ..
-        } => format!("DDIM ({steps} steps, η = {eta}{})", clip(clip_x0)),
     }
 }
 
@@ -277,7 +253,7 @@ fn run(args: &Args) -> Result<()> {
     }
     eprintln!(
         "{n} images with {}{}",
-        describe(&sampler),
+        sampler,
         if settings == defaults {
             " (the run's own settings)"
         } else {

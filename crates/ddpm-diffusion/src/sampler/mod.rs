@@ -13,6 +13,8 @@
 //! - [`Ddpm`]: ancestral DDPM over all T steps (Ho et al. 2020);
 //! - [`Ddim`]: DDIM over a subset of the timesteps, η from deterministic to DDPM-like
 //!   (Song et al. 2021);
+//! - [`DpmSolver`]: DPM-Solver++ multistep of order 1 to 3, optionally on Karras noise levels
+//!   (Lu et al. 2022);
 //! - [`UniPc`]: the UniPC multistep predictor-corrector, diffusers' default (Zhao et al. 2023);
 //! - [`Euler`]: Euler's method on the probability-flow ODE in σ-space (Karras et al. 2022);
 //! - [`Heun`]: Heun's second-order method in σ-space, two evaluations a step (Karras et al. 2022).
@@ -29,6 +31,7 @@
 mod config;
 mod ddim;
 mod ddpm;
+mod dpm_solver;
 mod euler;
 mod heun;
 pub mod sigmas;
@@ -36,9 +39,10 @@ mod unipc;
 
 use candle_core::Tensor;
 
-pub use config::SamplerConfig;
+pub use config::{SAMPLER_NAMES, SamplerChoices, SamplerConfig};
 pub use ddim::{Ddim, Spacing};
 pub use ddpm::Ddpm;
+pub use dpm_solver::DpmSolver;
 pub use euler::Euler;
 pub use heun::Heun;
 pub use unipc::UniPc;
