@@ -5,6 +5,7 @@
 
 mod arms;
 mod report;
+mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -57,6 +58,12 @@ pub struct Args {
     /// cpu | cuda | cuda:N
     #[arg(long)]
     pub device: Option<String>,
+    /// samplers: the trained run (or checkpoint) to sample.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// samplers: samples per point [default: 1000].
+    #[arg(long)]
+    pub samples: Option<usize>,
 }
 
 /// The scale of one experiment run.
@@ -287,7 +294,7 @@ pub fn run(args: Args) -> Result<()> {
     ddpm_nn::configure_cpu_threads();
     let started = Instant::now();
     let lab = Lab::new(&args)?;
-    let body = arms::run(args.name, &lab)?;
+    let body = arms::run(&args, &lab)?;
     let path = args.docs.join(format!("{}.md", args.name.slug()));
     report::write(
         &path,

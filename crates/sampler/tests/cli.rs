@@ -258,8 +258,12 @@ fn bad_input_gets_clear_errors() {
         "has shape",
     );
     fails_with(
-        &["--checkpoint", run_s, "--sampler", "euler"],
-        "unknown --sampler",
+        &["--checkpoint", run_s, "--sampler", "nope"],
+        "unknown sampler `nope`",
+    );
+    fails_with(
+        &["--checkpoint", run_s, "--sampler", "ddim", "--order", "3"],
+        "--order does not apply to ddim",
     );
 }
 
@@ -345,6 +349,29 @@ fn a_run_is_sampled_with_its_own_settings_unless_told_otherwise() {
     );
     fails_with(
         &["--checkpoint", run_s, "--sampler", "ddpm", "--steps", "3"],
-        "--steps and --eta are DDIM's",
+        "--steps (DDPM visits all T steps) does not apply to ddpm",
     );
+}
+
+#[test]
+fn every_sampler_runs_from_the_command_line() {
+    let dir = temp("every");
+    let run = tiny_run(&dir);
+    let run_s = run.to_str().unwrap();
+    for args in [
+        &["--sampler", "dpm++", "--steps", "5", "--order", "3"][..],
+        &["--sampler", "dpm++", "--steps", "5", "--karras"],
+        &["--sampler", "unipc", "--steps", "5"],
+        &["--sampler", "euler", "--steps", "5", "--karras"],
+        &["--sampler", "heun", "--steps", "3"],
+        &["--sampler", "ddim", "--steps", "5", "--spacing", "trailing"],
+    ] {
+        let out = dir.join(format!("{}.png", args[1]));
+        let mut all = vec!["--checkpoint", run_s, "--n", "9", "--nrow", "3", "--out"];
+        all.push(out.to_str().unwrap());
+        all.extend(args);
+        ok(&all);
+        let img = image::open(&out).unwrap();
+        assert_eq!((img.width(), img.height()), (84, 84), "{args:?}");
+    }
 }

@@ -1,6 +1,6 @@
 //! The five experiments: which arms they train and how each is sampled and scored.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use ddpm_diffusion::{SamplerConfig, Variance};
 use ddpm_train::{ChannelList, ControlOverrides, Every, Overrides, RecipeOverrides, TrainConfig};
 use ddpm_unet::{ModelConfig, ModelKind, ResidualFrom};
@@ -12,8 +12,8 @@ use super::{Lab, Scored, Trained};
 pub enum Experiment {
     /// The same network trained with T = 100 vs T = 1000, sampled with DDPM.
     Steps,
-    /// One trained model under DDPM (both variances) and DDIM 20/50/100 (η 0 and 1), clipping
-    /// on and off: quality against wall time.
+    /// One trained run (--checkpoint) under DDPM-T and every fast sampler at 5-50 network
+    /// evaluations, on at least 1,000 samples per point.
     Samplers,
     /// The reference UNet (LayerNorm), its BatchNorm variant, the residual UNet and the modern
     /// UNet at the same training budget.
@@ -125,11 +125,18 @@ fn grids(rows: &[(String, &Trained, Scored)]) -> String {
 }
 
 /// Runs `experiment` and returns the body of its report (tables and grids).
-pub fn run(experiment: Experiment, lab: &Lab) -> Result<String> {
+pub fn run(args: &super::Args, lab: &Lab) -> Result<String> {
     let mut rows: Vec<(String, &Trained, Scored)> = Vec::new();
     let trained: Vec<(String, Trained)>;
     let intro: &str;
-    match experiment {
+    match args.name {
+        Experiment::Samplers => {
+            let run = args.checkpoint.as_deref().context(
+                "the samplers experiment samples a trained run: pass --checkpoint RUN (a quick \
+                 run, or better)",
+            )?;
+            return super::sweep::run(lab, args, run, args.samples.unwrap_or(1000));
+        }
         Experiment::Steps => {
             intro = "The residual UNet ([10,20,40,80], pe_dim 128) trained identically with T = 100 and T = 1000 (the reference's unscaled linear β schedule in both), sampled with T-step DDPM (σ² = β).";
             trained = vec![
@@ -145,50 +152,6 @@ pub fn run(experiment: Experiment, lab: &Lab) -> Result<String> {
             for (arm, t) in &trained {
                 let slug = arm.replace([' ', '='], "");
                 rows.push((arm.clone(), t, lab.score(t, false, DDPM, &slug)?));
-            }
-        }
-        Experiment::Samplers => {
-            intro = "One model (the residual UNet, T = 1000, raw weights) sampled with each sampler from the same seed. Sampling time is for all the samples on this machine.";
-            trained = vec![("base".into(), base(lab)?)];
-            let t = &trained[0].1;
-            for clip_x0 in [false, true] {
-                let clip = if clip_x0 { ", clip" } else { "" };
-                let arms = [
-                    (
-                        format!("DDPM-1000 σ²=β{clip}"),
-                        SamplerConfig::Ddpm {
-                            variance: Variance::Beta,
-                            clip_x0,
-                        },
-                    ),
-                    (
-                        format!("DDPM-1000 posterior{clip}"),
-                        SamplerConfig::Ddpm {
-                            variance: Variance::Posterior,
-                            clip_x0,
-                        },
-                    ),
-                    (
-                        format!("DDIM-20 η=0{clip}"),
-                        SamplerConfig::ddim(20, 0.0, clip_x0),
-                    ),
-                    (
-                        format!("DDIM-50 η=0{clip}"),
-                        SamplerConfig::ddim(50, 0.0, clip_x0),
-                    ),
-                    (
-                        format!("DDIM-100 η=0{clip}"),
-                        SamplerConfig::ddim(100, 0.0, clip_x0),
-                    ),
-                    (
-                        format!("DDIM-50 η=1{clip}"),
-                        SamplerConfig::ddim(50, 1.0, clip_x0),
-                    ),
-                ];
-                for (arm, sampler) in arms {
-                    let slug: String = arm.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-                    rows.push((arm, t, lab.score(t, false, sampler, &slug)?));
-                }
             }
         }
         Experiment::Architectures => {

@@ -45,6 +45,23 @@ pub fn write(path: &Path, args: &Args, scale: &Scale, body: &str, wall_s: f64) -
     let steps = args
         .steps
         .map_or(String::new(), |s| format!(" --steps {s}"));
+    if args.name == super::Experiment::Samplers {
+        let text = format!(
+            "# Experiment: samplers\n\n\
+             Command: `cargo xtask experiment samplers --checkpoint {run} --samples {n}`  \n\
+             Machine: {machine}; {date}; wall time {minutes:.1} min.\n\n{body}\n",
+            run = args
+                .checkpoint
+                .as_deref()
+                .unwrap_or(Path::new("RUN"))
+                .display(),
+            n = args.samples.unwrap_or(1000),
+            machine = machine(),
+            date = today(),
+            minutes = wall_s / 60.0,
+        );
+        return write_file(path, &text);
+    }
     let text = format!(
         "# Experiment: {name}\n\n\
          Command: `cargo xtask experiment {name} --budget {budget}{steps}`  \n\
@@ -62,6 +79,10 @@ pub fn write(path: &Path, args: &Args, scale: &Scale, body: &str, wall_s: f64) -
         date = today(),
         minutes = wall_s / 60.0,
     );
+    write_file(path, &text)
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
