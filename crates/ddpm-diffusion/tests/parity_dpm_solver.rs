@@ -81,6 +81,7 @@ fn config(steps: usize, order: usize, karras: bool) -> SamplerConfig {
         order,
         karras,
         lower_order_final: true,
+        clip_x0: false,
     }
 }
 

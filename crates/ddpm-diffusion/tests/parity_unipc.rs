@@ -30,7 +30,10 @@ fn unipc_matches_diffusers() {
 
 #[test]
 fn the_timesteps_are_diffusers_linspace() {
-    let unipc = |steps| SamplerConfig::UniPc { steps };
+    let unipc = |steps| SamplerConfig::UniPc {
+        steps,
+        clip_x0: false,
+    };
     assert_eq!(
         unipc(10).timesteps(1000).unwrap(),
         [
@@ -52,7 +55,10 @@ fn one_evaluation_per_step_ending_at_the_prediction_of_x0() {
     const T: usize = 30;
     let schedule = Schedule::new(BetaKind::Linear, T, &Device::Cpu).unwrap();
     for steps in [1, 2, 3, 7, T] {
-        let config = SamplerConfig::UniPc { steps };
+        let config = SamplerConfig::UniPc {
+            steps,
+            clip_x0: false,
+        };
         let sampler = config.build(&schedule, Prediction::Epsilon).unwrap();
         let timesteps = sampler.timesteps().to_vec();
         assert_eq!(timesteps, config.timesteps(T).unwrap());
@@ -81,15 +87,25 @@ fn one_evaluation_per_step_ending_at_the_prediction_of_x0() {
 fn bad_settings_and_out_of_order_steps_are_errors() {
     let schedule = diffusers::schedule();
     for steps in [0, 1001] {
-        let err = SamplerConfig::UniPc { steps }
-            .build(&schedule, Prediction::Epsilon)
-            .err()
-            .expect("built");
+        let err = SamplerConfig::UniPc {
+            steps,
+            clip_x0: false,
+        }
+        .build(&schedule, Prediction::Epsilon)
+        .err()
+        .expect("built");
         assert_eq!(
             err.to_string(),
             format!("invalid steps: UniPC needs 1..=1000 steps, got {steps}")
         );
-        assert!(SamplerConfig::UniPc { steps }.timesteps(1000).is_err());
+        assert!(
+            SamplerConfig::UniPc {
+                steps,
+                clip_x0: false,
+            }
+            .timesteps(1000)
+            .is_err()
+        );
     }
     let mut unipc = UniPc::new(&schedule, Prediction::Epsilon, 3).unwrap();
     let x = Tensor::ones((1, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
@@ -106,7 +122,10 @@ fn bad_settings_and_out_of_order_steps_are_errors() {
 
 #[test]
 fn the_config_is_saved_as_unipc() {
-    let config = SamplerConfig::UniPc { steps: 20 };
+    let config = SamplerConfig::UniPc {
+        steps: 20,
+        clip_x0: false,
+    };
     let json = serde_json::to_string(&config).unwrap();
     assert_eq!(json, r#"{"kind":"unipc","steps":20}"#);
     assert_eq!(

@@ -5,7 +5,8 @@ use std::cell::RefCell;
 
 use candle_core::{Device, Tensor};
 use ddpm_diffusion::{
-    BetaKind, NoiseRng, Prediction, Sampler, SamplerConfig, Schedule, Variance, sample,
+    BetaKind, NoiseRng, Prediction, Sampler, SamplerChoices, SamplerConfig, Schedule, Variance,
+    sample,
 };
 
 const T: usize = 30;
@@ -125,5 +126,112 @@ fn configs_keep_their_saved_json() {
     assert_eq!(
         serde_json::to_string(&Prediction::Epsilon).unwrap(),
         r#""epsilon""#
+    );
+}
+
+/// A predictor whose x̂0 lies far outside [-1, 1].
+fn wild(x: &Tensor, _t: &Tensor) -> candle_core::Result<Tensor> {
+    x.affine(-4.0, 0.0)
+}
+
+#[test]
+fn samplers_that_clip_end_inside_the_data_range() {
+    let s = schedule();
+    let named = |name: &str| {
+        SamplerConfig::named(name)
+            .unwrap()
+            .with(&SamplerChoices {
+                steps: (name != "ddpm").then_some(6),
+                clip_x0: Some(true),
+                ..SamplerChoices::default()
+            })
+            .unwrap()
+    };
+    for name in ["ddpm", "ddim", "dpm++", "unipc"] {
+        let config = named(name);
+        assert_eq!(config.clip_x0(), Some(true), "{name}");
+        let x_t = Tensor::from_vec(NoiseRng::new(3).normal_vec(18), (2, 1, 3, 3), &Device::Cpu);
+        let sampler = config.build(&s, Prediction::Epsilon).unwrap();
+        let x0 = sample(sampler, &wild, x_t.unwrap(), &mut NoiseRng::new(4), |_| {}).unwrap();
+        let values: Vec<f32> = x0.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(
+            values.iter().all(|v| v.abs() <= 1.0 + 1e-6),
+            "{name}: {values:?}"
+        );
+    }
+}
+
+#[test]
+fn choices_change_only_what_they_name() {
+    let run = SamplerConfig::Ddpm {
+        variance: Variance::Posterior,
+        clip_x0: true,
+    };
+    let pick = |choices: SamplerChoices| run.with(&choices);
+    // Nothing chosen: the run's own.
+    assert_eq!(pick(SamplerChoices::default()).unwrap(), run);
+    // Another sampler: its defaults, with the run's clipping where it can clip.
+    let dpm = pick(SamplerChoices {
+        kind: Some("dpm++".into()),
+        order: Some(3),
+        ..SamplerChoices::default()
+    })
+    .unwrap();
+    assert_eq!(dpm.to_string(), "DPM-Solver++ 3M (20 steps, x̂0 clipped)");
+    let euler = pick(SamplerChoices {
+        kind: Some("euler".into()),
+        karras: Some(true),
+        ..SamplerChoices::default()
+    })
+    .unwrap();
+    assert_eq!(euler.clip_x0(), None);
+    assert_eq!(euler.to_string(), "Euler (20 steps, Karras σ)");
+    // Options of other samplers are refused by name.
+    for (kind, choices, option) in [
+        (
+            None,
+            SamplerChoices {
+                steps: Some(5),
+                ..Default::default()
+            },
+            "--steps",
+        ),
+        (
+            Some("ddim"),
+            SamplerChoices {
+                order: Some(2),
+                ..Default::default()
+            },
+            "--order",
+        ),
+        (
+            Some("euler"),
+            SamplerChoices {
+                clip_x0: Some(true),
+                ..Default::default()
+            },
+            "--clip-x0",
+        ),
+        (
+            Some("unipc"),
+            SamplerChoices {
+                karras: Some(true),
+                ..Default::default()
+            },
+            "--karras",
+        ),
+    ] {
+        let err = pick(SamplerChoices {
+            kind: kind.map(String::from),
+            ..choices
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(option), "{err}");
+    }
+    let err = SamplerConfig::named("nope").unwrap_err().to_string();
+    assert!(
+        err.contains("unknown sampler `nope`") && err.contains("heun"),
+        "{err}"
     );
 }

@@ -31,32 +31,44 @@ struct Family {
     config: fn(usize) -> SamplerConfig,
 }
 
-const FAMILIES: [Family; 6] = [
+/// DPM-Solver++ of `order` at `steps`, x̂0 clipped or not.
+fn dpm(steps: usize, order: usize, clip_x0: bool) -> SamplerConfig {
+    SamplerConfig::DpmSolver {
+        steps,
+        order,
+        karras: false,
+        lower_order_final: true,
+        clip_x0,
+    }
+}
+
+const FAMILIES: [Family; 8] = [
     Family {
         name: "DDIM (η 0)",
         config: |n| SamplerConfig::ddim(n, 0.0, false),
     },
     Family {
+        name: "DDIM (η 0), clip",
+        config: |n| SamplerConfig::ddim(n, 0.0, true),
+    },
+    Family {
         name: "DPM-Solver++ 2M",
-        config: |n| SamplerConfig::DpmSolver {
-            steps: n,
-            order: 2,
-            karras: false,
-            lower_order_final: true,
-        },
+        config: |n| dpm(n, 2, false),
     },
     Family {
-        name: "DPM-Solver++ 3M",
-        config: |n| SamplerConfig::DpmSolver {
-            steps: n,
-            order: 3,
-            karras: false,
-            lower_order_final: true,
-        },
+        name: "DPM-Solver++ 2M, clip",
+        config: |n| dpm(n, 2, true),
     },
     Family {
-        name: "UniPC",
-        config: |n| SamplerConfig::UniPc { steps: n },
+        name: "DPM-Solver++ 3M, clip",
+        config: |n| dpm(n, 3, true),
+    },
+    Family {
+        name: "UniPC, clip",
+        config: |n| SamplerConfig::UniPc {
+            steps: n,
+            clip_x0: true,
+        },
     },
     Family {
         name: "Euler",
@@ -173,6 +185,14 @@ pub(super) fn run(lab: &Lab, args: &Args, run: &Path, n: usize) -> Result<String
     std::fs::create_dir_all(&lab.figures)
         .with_context(|| format!("cannot create {}", lab.figures.display()))?;
     let ddpm = lab.sweep_point(&subject, reference, n, 1, "ddpm-t")?;
+    let unclipped = match reference {
+        SamplerConfig::Ddpm { variance, .. } => SamplerConfig::Ddpm {
+            variance,
+            clip_x0: false,
+        },
+        other => other,
+    };
+    let ddpm_unclipped = lab.sweep_point(&subject, unclipped, n, 1, "ddpm-t-unclipped")?;
     let mut rows = Vec::new();
     for family in &FAMILIES {
         let mut points = Vec::new();
@@ -193,11 +213,23 @@ pub(super) fn run(lab: &Lab, args: &Args, run: &Path, n: usize) -> Result<String
     }
     // The seed-to-seed noise at this n, on two of the points (a DDPM-T repeat would cost T
     // evaluations).
-    let ddim10 = lab.sweep_point(&subject, (FAMILIES[0].config)(10), n, 2, "ddim-10-seed2")?;
-    let dpm20 = lab.sweep_point(&subject, (FAMILIES[1].config)(20), n, 2, "dpm-2m-20-seed2")?;
+    let ddim10 = lab.sweep_point(
+        &subject,
+        (FAMILIES[1].config)(10),
+        n,
+        2,
+        "ddim-clip-10-seed2",
+    )?;
+    let dpm20 = lab.sweep_point(
+        &subject,
+        (FAMILIES[3].config)(20),
+        n,
+        2,
+        "dpm-2m-clip-20-seed2",
+    )?;
     let noise = [
-        relative_gap(rows[0].1[1].frechet, ddim10.frechet),
-        relative_gap(rows[1].1[2].frechet, dpm20.frechet),
+        relative_gap(rows[1].1[1].frechet, ddim10.frechet),
+        relative_gap(rows[3].1[2].frechet, dpm20.frechet),
     ];
     plot(&lab.figures.join(PLOT), &rows, &ddpm, t)?;
     let report = Report {
@@ -206,6 +238,7 @@ pub(super) fn run(lab: &Lab, args: &Args, run: &Path, n: usize) -> Result<String
         t,
         reference,
         ddpm: &ddpm,
+        ddpm_unclipped: &ddpm_unclipped,
         rows: &rows,
         noise,
         figures: lab
@@ -227,6 +260,7 @@ struct Report<'a> {
     t: usize,
     reference: SamplerConfig,
     ddpm: &'a Point,
+    ddpm_unclipped: &'a Point,
     rows: &'a [(&'a Family, Vec<Point>)],
     noise: [f64; 2],
     figures: &'a str,
@@ -272,7 +306,8 @@ impl Report<'_> {
                 p.seconds * 81.0 / self.n as f64
             )
         };
-        text += &line(&format!("DDPM-{}", self.t), self.ddpm);
+        text += &line(&format!("DDPM-{} (the bar)", self.t), self.ddpm);
+        text += &line(&format!("DDPM-{} unclipped", self.t), self.ddpm_unclipped);
         for (family, points) in self.rows {
             for p in points {
                 text += &line(family.name, p);

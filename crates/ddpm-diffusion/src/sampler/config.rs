@@ -51,6 +51,9 @@ pub enum SamplerConfig {
         /// default, as diffusers); the last step is first order in any case.
         #[serde(default = "yes")]
         lower_order_final: bool,
+        /// Clip every x̂0 to [-1, 1] (left out of the JSON when false).
+        #[serde(default, skip_serializing_if = "is_false")]
+        clip_x0: bool,
     },
     /// UniPC multistep predictor-corrector over `steps` timesteps ([`UniPc`]): diffusers'
     /// default configuration ("linspace" spacing, ending at x0).
@@ -58,6 +61,9 @@ pub enum SamplerConfig {
     UniPc {
         /// Number of network evaluations, 1..=T.
         steps: usize,
+        /// Clip every x̂0 to [-1, 1] (left out of the JSON when false).
+        #[serde(default, skip_serializing_if = "is_false")]
+        clip_x0: bool,
     },
     /// Euler in σ-space over `steps` noise levels ([`Euler`], Karras et al. 2022).
     #[serde(rename = "euler")]
@@ -118,7 +124,7 @@ impl SamplerConfig {
                 karras,
                 ..
             } => dpm_solver::timesteps(n_steps, steps, order, karras)?,
-            SamplerConfig::UniPc { steps } => unipc::timesteps(n_steps, steps)?,
+            SamplerConfig::UniPc { steps, .. } => unipc::timesteps(n_steps, steps)?,
             SamplerConfig::Euler { steps, karras } => {
                 return euler::config_times(n_steps, steps, karras, "Euler");
             }
@@ -160,15 +166,21 @@ impl SamplerConfig {
                 order,
                 karras,
                 lower_order_final,
-            } => Box::new(DpmSolver::new(
-                schedule,
-                prediction,
-                steps,
-                order,
-                karras,
-                lower_order_final,
-            )?),
-            SamplerConfig::UniPc { steps } => Box::new(UniPc::new(schedule, prediction, steps)?),
+                clip_x0,
+            } => Box::new(
+                DpmSolver::new(
+                    schedule,
+                    prediction,
+                    steps,
+                    order,
+                    karras,
+                    lower_order_final,
+                )?
+                .with_clip_x0(clip_x0),
+            ),
+            SamplerConfig::UniPc { steps, clip_x0 } => {
+                Box::new(UniPc::new(schedule, prediction, steps)?.with_clip_x0(clip_x0))
+            }
             SamplerConfig::Euler { steps, karras } => {
                 Box::new(Euler::new(schedule, prediction, steps, karras)?)
             }
@@ -199,7 +211,7 @@ pub struct SamplerChoices {
     pub eta: Option<f64>,
     /// DDPM's step variance.
     pub variance: Option<Variance>,
-    /// Clip x̂0 to [-1, 1] (DDPM, DDIM).
+    /// Clip x̂0 to [-1, 1] (DDPM, DDIM, DPM-Solver++, UniPC).
     pub clip_x0: Option<bool>,
     /// DPM-Solver++'s order.
     pub order: Option<usize>,
@@ -235,8 +247,12 @@ impl SamplerConfig {
                 order: 2,
                 karras: false,
                 lower_order_final: true,
+                clip_x0: false,
             },
-            "unipc" => SamplerConfig::UniPc { steps: 20 },
+            "unipc" => SamplerConfig::UniPc {
+                steps: 20,
+                clip_x0: false,
+            },
             "euler" => SamplerConfig::Euler {
                 steps: 20,
                 karras: false,
@@ -310,7 +326,7 @@ impl SamplerConfig {
                 set(order, choices.order);
                 set(karras, choices.karras);
             }
-            SamplerConfig::UniPc { steps } => set(steps, choices.steps),
+            SamplerConfig::UniPc { steps, .. } => set(steps, choices.steps),
             SamplerConfig::Euler { steps, karras } | SamplerConfig::Heun { steps, karras } => {
                 set(steps, choices.steps);
                 set(karras, choices.karras);
@@ -338,18 +354,20 @@ impl SamplerConfig {
     /// Whether x̂0 is clipped, for the samplers that can clip.
     pub fn clip_x0(&self) -> Option<bool> {
         match *self {
-            SamplerConfig::Ddpm { clip_x0, .. } | SamplerConfig::Ddim { clip_x0, .. } => {
-                Some(clip_x0)
-            }
+            SamplerConfig::Ddpm { clip_x0, .. }
+            | SamplerConfig::Ddim { clip_x0, .. }
+            | SamplerConfig::DpmSolver { clip_x0, .. }
+            | SamplerConfig::UniPc { clip_x0, .. } => Some(clip_x0),
             _ => None,
         }
     }
 
     fn clip_x0_mut(&mut self) -> Option<&mut bool> {
         match self {
-            SamplerConfig::Ddpm { clip_x0, .. } | SamplerConfig::Ddim { clip_x0, .. } => {
-                Some(clip_x0)
-            }
+            SamplerConfig::Ddpm { clip_x0, .. }
+            | SamplerConfig::Ddim { clip_x0, .. }
+            | SamplerConfig::DpmSolver { clip_x0, .. }
+            | SamplerConfig::UniPc { clip_x0, .. } => Some(clip_x0),
             _ => None,
         }
     }
@@ -389,9 +407,17 @@ impl std::fmt::Display for SamplerConfig {
                 steps,
                 order,
                 karras: k,
+                clip_x0,
                 ..
-            } => write!(f, "DPM-Solver++ {order}M ({steps} steps{})", karras(k)),
-            SamplerConfig::UniPc { steps } => write!(f, "UniPC ({steps} steps)"),
+            } => write!(
+                f,
+                "DPM-Solver++ {order}M ({steps} steps{}{})",
+                karras(k),
+                clip(clip_x0)
+            ),
+            SamplerConfig::UniPc { steps, clip_x0 } => {
+                write!(f, "UniPC ({steps} steps{})", clip(clip_x0))
+            }
             SamplerConfig::Euler { steps, karras: k } => {
                 write!(f, "Euler ({steps} steps{})", karras(k))
             }
@@ -403,4 +429,8 @@ impl std::fmt::Display for SamplerConfig {
             ),
         }
     }
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }

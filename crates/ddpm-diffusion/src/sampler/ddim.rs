@@ -1,7 +1,7 @@
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::{Sampler, add_scaled_noise, as_times, combine};
+use super::{Sampler, add_scaled_noise, as_times, check_evaluation, combine};
 use crate::error::invalid;
 use crate::{NoiseSource, Prediction, Result, Schedule};
 
@@ -165,15 +165,8 @@ impl Sampler for Ddim<'_> {
         noise: &mut dyn NoiseSource,
     ) -> Result<Tensor> {
         let s = self.schedule;
-        let Some(&t) = self.timesteps.get(i) else {
-            return invalid(
-                "i",
-                format!(
-                    "evaluation {i} is past this DDIM sampler's {} steps",
-                    self.timesteps.len()
-                ),
-            );
-        };
+        check_evaluation(i, self.timesteps.len(), "DDIM")?;
+        let t = self.timesteps[i];
         let ab = s.alpha_bars_f64()[t];
         let ab_prev = self.prev[i].map_or(self.final_alpha_bar, |p| s.alpha_bars_f64()[p]);
         let ratio = ab / ab_prev;

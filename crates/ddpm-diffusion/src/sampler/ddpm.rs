@@ -1,7 +1,6 @@
 use candle_core::Tensor;
 
-use super::{Sampler, add_scaled_noise, as_times, combine};
-use crate::error::invalid;
+use super::{Sampler, add_scaled_noise, as_times, check_evaluation, combine};
 use crate::{NoiseSource, Prediction, Result, Schedule, Variance};
 
 /// Ancestral DDPM (Ho et al. 2020): every timestep from T-1 down to 0, adding noise of
@@ -57,15 +56,8 @@ impl Sampler for Ddpm<'_> {
         noise: &mut dyn NoiseSource,
     ) -> Result<Tensor> {
         let s = self.schedule;
-        let Some(&t) = self.timesteps.get(i) else {
-            return invalid(
-                "i",
-                format!(
-                    "evaluation {i} is past this DDPM sampler's {} steps",
-                    self.timesteps.len()
-                ),
-            );
-        };
+        check_evaluation(i, self.timesteps.len(), "DDPM")?;
+        let t = self.timesteps[i];
         let (alpha, ab) = (s.alphas()[t], s.alpha_bars()[t]);
         let mean = if self.clip_x0 {
             let x0 = self

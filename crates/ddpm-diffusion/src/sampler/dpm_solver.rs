@@ -52,6 +52,8 @@ const LOWER_ORDER_FINAL_BELOW: usize = 15;
 #[derive(Debug, Clone)]
 pub struct DpmSolver {
     prediction: Prediction,
+    /// Clip each x̂0 to [-1, 1] before it enters the update.
+    clip_x0: bool,
     order: usize,
     lower_order_final: bool,
     /// The network's time input at each evaluation (integers).
@@ -162,6 +164,13 @@ fn vp(sigma: f64) -> (f64, f64, f64) {
 }
 
 impl DpmSolver {
+    /// Clips every x̂0 to [-1, 1] before it enters the update (diffusers' `clip_sample`-style
+    /// thresholding at a fixed bound): keeps data-range models from drifting out of range.
+    pub fn with_clip_x0(mut self, clip_x0: bool) -> Self {
+        self.clip_x0 = clip_x0;
+        self
+    }
+
     /// A DPM-Solver++ of `steps` network evaluations (1..=T) and `order` 1..=3 (2 is the
     /// usual "2M"), reading the network output as `prediction`. `karras` places the noise
     /// levels as Karras et al. (diffusers' `use_karras_sigmas`), otherwise at diffusers'
@@ -180,6 +189,7 @@ impl DpmSolver {
         sigmas.push(0.0);
         Ok(Self {
             prediction,
+            clip_x0: false,
             order,
             lower_order_final,
             times: super::as_times(&ts),
@@ -230,12 +240,7 @@ impl Sampler for DpmSolver {
         _noise: &mut dyn NoiseSource,
     ) -> Result<Tensor> {
         let steps = self.times.len();
-        if i >= steps {
-            return invalid(
-                "i",
-                format!("evaluation {i} is past this DPM-Solver++'s {steps} steps"),
-            );
-        }
+        super::check_evaluation(i, steps, "DPM-Solver++")?;
         if i == 0 {
             self.history.clear();
         } else if i != self.next {
@@ -250,6 +255,11 @@ impl Sampler for DpmSolver {
         let x0 = self
             .prediction
             .x0_at(alpha_bar_of(self.sigmas[i]), x, model_output)?;
+        let x0 = if self.clip_x0 {
+            x0.clamp(-1f32, 1f32)?
+        } else {
+            x0
+        };
         if self.history.len() == self.order {
             self.history.remove(0);
         }

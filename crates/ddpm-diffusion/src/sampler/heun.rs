@@ -116,15 +116,7 @@ impl Sampler for Heun {
         x: &Tensor,
         _noise: &mut dyn NoiseSource,
     ) -> Result<Tensor> {
-        if i >= self.times.len() {
-            return invalid(
-                "i",
-                format!(
-                    "evaluation {i} is past this Heun sampler's {}",
-                    self.times.len()
-                ),
-            );
-        }
+        super::check_evaluation(i, self.times.len(), "Heun")?;
         let (sigma, next) = self.levels.pair(i / 2, "Heun")?;
         if i.is_multiple_of(2) {
             let x0 = self

@@ -85,6 +85,17 @@ impl<S: Sampler + ?Sized> Sampler for Box<S> {
     }
 }
 
+/// Fails unless `i` is one of the `evaluations` of the sampler called `name`.
+fn check_evaluation(i: usize, evaluations: usize, name: &str) -> Result<()> {
+    if i >= evaluations {
+        return crate::error::invalid(
+            "i",
+            format!("evaluation {i} is past the {evaluations} evaluations of this {name} sampler"),
+        );
+    }
+    Ok(())
+}
+
 /// Integer timesteps as the network's time inputs.
 fn as_times(timesteps: &[usize]) -> Vec<f64> {
     timesteps.iter().map(|&t| t as f64).collect()

@@ -33,6 +33,8 @@ const ORDER: usize = 2;
 #[derive(Debug, Clone)]
 pub struct UniPc {
     prediction: Prediction,
+    /// Clip each x̂0 to [-1, 1] before it enters the predictor and corrector.
+    clip_x0: bool,
     /// The network's time input at each evaluation (decreasing integers).
     times: Vec<f64>,
     /// ᾱ at each evaluation, then 1 (σ = 0) for the end of the chain: one more than `times`.
@@ -131,6 +133,12 @@ fn lincomb(terms: &[(&Tensor, f64)]) -> Result<Tensor> {
 }
 
 impl UniPc {
+    /// Clips every x̂0 to [-1, 1] before it enters the predictor and corrector.
+    pub fn with_clip_x0(mut self, clip_x0: bool) -> Self {
+        self.clip_x0 = clip_x0;
+        self
+    }
+
     /// A UniPC sampler of `steps` network evaluations (1..=T) reading the network output as
     /// `prediction`.
     pub fn new(schedule: &Schedule, prediction: Prediction, steps: usize) -> Result<Self> {
@@ -147,6 +155,7 @@ impl UniPc {
             .collect();
         Ok(Self {
             prediction,
+            clip_x0: false,
             times: as_times(&ts),
             alpha_bars,
             lambdas,
@@ -218,12 +227,7 @@ impl Sampler for UniPc {
         _noise: &mut dyn NoiseSource,
     ) -> Result<Tensor> {
         let n = self.times.len();
-        if i >= n {
-            return invalid(
-                "i",
-                format!("evaluation {i} is past this UniPC sampler's {n} steps"),
-            );
-        }
+        super::check_evaluation(i, n, "UniPC")?;
         if i == 0 {
             self.outputs.clear();
             self.last_sample = None;
@@ -238,6 +242,11 @@ impl Sampler for UniPc {
             );
         }
         let m_t = self.prediction.x0_at(self.alpha_bars[i], x, model_output)?;
+        let m_t = if self.clip_x0 {
+            m_t.clamp(-1f32, 1f32)?
+        } else {
+            m_t
+        };
         let x = match &self.last_sample {
             Some(last) => self.correct(last, &m_t, i)?,
             None => x.clone(),
