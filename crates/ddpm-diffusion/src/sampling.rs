@@ -55,11 +55,12 @@ pub fn sample(
     let mut x = x_t;
     for (i, &t) in timesteps.iter().enumerate() {
         let t_tensor = Tensor::full(t as f32, batch, x.device())?;
-        let output = model.predict(&x, &t_tensor)?;
-        x = sampler.step(&output, i, &x, noise)?;
-        // Cut the autograd history: the network's weights are trainable variables, so without
-        // this every step would keep all activations of every earlier step alive.
-        x = x.detach();
+        // Cut the autograd history at the network's output and at the sample: the weights are
+        // trainable variables, so a multistep sampler keeping earlier outputs (or samples made
+        // from them) would otherwise keep every earlier step's activations alive (UniPC at 50
+        // steps on 250 images grew past 24 GB before this).
+        let output = model.predict(&x, &t_tensor)?.detach();
+        x = sampler.step(&output, i, &x, noise)?.detach();
         on_step(StepInfo {
             done: i + 1,
             total,

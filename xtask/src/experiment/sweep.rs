@@ -42,7 +42,7 @@ fn dpm(steps: usize, order: usize, clip_x0: bool) -> SamplerConfig {
     }
 }
 
-const FAMILIES: [Family; 8] = [
+const FAMILIES: [Family; 9] = [
     Family {
         name: "DDIM (η 0)",
         config: |n| SamplerConfig::ddim(n, 0.0, false),
@@ -50,6 +50,11 @@ const FAMILIES: [Family; 8] = [
     Family {
         name: "DDIM (η 0), clip",
         config: |n| SamplerConfig::ddim(n, 0.0, true),
+    },
+    Family {
+        // Stochastic: σ as DDPM's posterior over the coarser steps.
+        name: "DDIM (η 1), clip",
+        config: |n| SamplerConfig::ddim(n, 1.0, true),
     },
     Family {
         name: "DPM-Solver++ 2M",
@@ -87,14 +92,30 @@ const FAMILIES: [Family; 8] = [
     },
 ];
 
-/// One scored sampler run.
+/// One scored sampler run (kept in `points.json` beside the report, so that an interrupted
+/// sweep resumes where it stopped).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Point {
+    /// Samples scored and the seed they were drawn from.
+    n: usize,
+    seed: u64,
     evaluations: usize,
     frechet: f64,
     /// The real-vs-real Fréchet distance at the same n.
     floor: f64,
-    confidence: f64,
+    /// Mean classifier confidence (absent for points recovered from a run's log).
+    confidence: Option<f64>,
     seconds: f64,
+}
+
+/// The points measured so far, by label.
+type Measured = std::collections::BTreeMap<String, Point>;
+
+fn read_points(path: &Path) -> Measured {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default()
 }
 
 /// The model under test.
@@ -115,7 +136,20 @@ impl Lab {
         seed: u64,
         label: &str,
     ) -> Result<Point> {
-        let evaluations = sampler.timesteps(subject.schedule.n_steps())?.len();
+        let cache = self.figures.join("points.json");
+        let mut measured = read_points(&cache);
+        if let Some(p) = measured.get(label).filter(|p| p.n == n && p.seed == seed) {
+            eprintln!(
+                "[{label}] reusing Fréchet {:.1} from {}",
+                p.frechet,
+                cache.display()
+            );
+            return Ok(p.clone());
+        }
+        let evaluations = sampler
+            .build(&subject.schedule, subject.prediction)?
+            .timesteps()
+            .len();
         let options = GenerateOptions {
             n,
             image: subject.model.config().image().dims(),
@@ -148,13 +182,20 @@ impl Lab {
             "[{label}] {evaluations} evaluations: Fréchet {:.1} in {seconds:.1} s",
             quality.frechet
         );
-        Ok(Point {
+        let point = Point {
+            n,
+            seed,
             evaluations,
             frechet: quality.frechet,
             floor: quality.frechet_floor,
-            confidence: quality.confidence,
+            confidence: Some(quality.confidence),
             seconds,
-        })
+        };
+        measured.insert(label.to_string(), point.clone());
+        let text = serde_json::to_string_pretty(&measured).expect("points serialise");
+        std::fs::write(&cache, text)
+            .with_context(|| format!("cannot write {}", cache.display()))?;
+        Ok(point)
     }
 }
 
@@ -277,7 +318,7 @@ impl Report<'_> {
              ({reference:?}): Fréchet {ddpm:.1} in {secs:.0} s ({grid:.1} s per 81-image grid). \
              \"Within 10%\" means a Fréchet distance at most {bar:.1}.\n\n\
              **Noise**: the same sampler from another seed moved the Fréchet distance by \
-             {n1:.1}% (DDIM at 10 evaluations) and {n2:.1}% (DPM-Solver++ 2M at 20), so \
+             {n1:.1}% (clipped DDIM at 10 evaluations) and {n2:.1}% (clipped DPM-Solver++ 2M at 20), so \
              differences under ~{noise_max:.0}% are not resolved at this n.\n\n\
              ![Fréchet distance against network evaluations]({figures}/{PLOT})\n\n\
              | sampler | evaluations | Fréchet | confidence | seconds ({n} samples) | per 81-grid |\n\
@@ -298,10 +339,10 @@ impl Report<'_> {
         );
         let line = |name: &str, p: &Point| {
             format!(
-                "| {name} | {} | {:.1} | {:.3} | {:.1} | {:.2} |\n",
+                "| {name} | {} | {:.1} | {} | {:.1} | {:.2} |\n",
                 p.evaluations,
                 p.frechet,
-                p.confidence,
+                p.confidence.map_or("—".into(), |c| format!("{c:.3}")),
                 p.seconds,
                 p.seconds * 81.0 / self.n as f64
             )
@@ -313,7 +354,8 @@ impl Report<'_> {
                 text += &line(family.name, p);
             }
         }
-        text += "\n**Fewest evaluations within 10% of DDPM-T** (of 5, 10, 20, 50):\n\n";
+        text += "\n**Fewest evaluations within 10% of DDPM-T** (of 5, 10, 20, 50; what the figures \
+                 mean and which defaults follow: `docs/sampling.md`, section \"Measured\"):\n\n";
         for (family, points) in self.rows {
             let first = points.iter().find(|p| p.frechet <= bar);
             text += &match first {
@@ -325,7 +367,7 @@ impl Report<'_> {
     }
 }
 
-/// Fréchet distance against evaluations (log scale), one line per family, with DDPM-T, its
+/// Fréchet distance against evaluations (both log scale), one line per family, with DDPM-T, its
 /// 10% band and the real-vs-real floor as horizontal lines.
 fn plot(path: &Path, rows: &[(&Family, Vec<Point>)], ddpm: &Point, t: usize) -> Result<()> {
     static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
@@ -350,12 +392,12 @@ fn plot(path: &Path, rows: &[(&Family, Vec<Point>)], ddpm: &Point, t: usize) -> 
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(60)
-        .build_cartesian_2d((4f64..60f64).log_scale(), 0f64..top)
+        .build_cartesian_2d((4f64..60f64).log_scale(), (ddpm.floor * 0.8..top).log_scale())
         .map_err(draw)?;
     chart
         .configure_mesh()
         .x_desc("network evaluations (log scale)")
-        .y_desc("Fréchet distance (classifier features)")
+        .y_desc("Fréchet distance (log scale)")
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(draw)?;
