@@ -392,7 +392,10 @@ fn plot(path: &Path, rows: &[(&Family, Vec<Point>)], ddpm: &Point, t: usize) -> 
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(60)
-        .build_cartesian_2d((4f64..60f64).log_scale(), (ddpm.floor * 0.8..top).log_scale())
+        .build_cartesian_2d(
+            (4f64..60f64).log_scale(),
+            (ddpm.floor * 0.8..top).log_scale(),
+        )
         .map_err(draw)?;
     chart
         .configure_mesh()
