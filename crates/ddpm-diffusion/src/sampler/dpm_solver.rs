@@ -241,25 +241,17 @@ impl Sampler for DpmSolver {
     ) -> Result<Tensor> {
         let steps = self.times.len();
         super::check_evaluation(i, steps, "DPM-Solver++")?;
+        super::check_in_order(i, self.next, "DPM-Solver++")?;
         if i == 0 {
             self.history.clear();
-        } else if i != self.next {
-            return invalid(
-                "i",
-                format!(
-                    "DPM-Solver++ takes its evaluations in order: expected {}, got {i}",
-                    self.next
-                ),
-            );
         }
-        let x0 = self
-            .prediction
-            .x0_at(alpha_bar_of(self.sigmas[i]), x, model_output)?;
-        let x0 = if self.clip_x0 {
-            x0.clamp(-1f32, 1f32)?
-        } else {
-            x0
-        };
+        let x0 = super::data_prediction(
+            self.prediction,
+            alpha_bar_of(self.sigmas[i]),
+            x,
+            model_output,
+            self.clip_x0,
+        )?;
         if self.history.len() == self.order {
             self.history.remove(0);
         }

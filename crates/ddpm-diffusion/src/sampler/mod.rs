@@ -47,7 +47,7 @@ pub use euler::Euler;
 pub use heun::Heun;
 pub use unipc::UniPc;
 
-use crate::{NoiseSource, Result};
+use crate::{NoiseSource, Prediction, Result};
 
 /// One run of the reverse process, step by step.
 pub trait Sampler {
@@ -94,6 +94,33 @@ fn check_evaluation(i: usize, evaluations: usize, name: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Fails unless a multistep sampler called `name`, whose next evaluation is `next`, is given
+/// that one (or 0, which starts a run afresh).
+fn check_in_order(i: usize, next: usize, name: &str) -> Result<()> {
+    if i != 0 && i != next {
+        return crate::error::invalid(
+            "i",
+            format!(
+                "{name} is multistep and takes its evaluations in order: expected {next}, got {i}"
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// The data prediction x̂0 of a network output at noise level ᾱ, clipped to [-1, 1] when
+/// `clip_x0`: what the multistep solvers build their updates from.
+fn data_prediction(
+    prediction: Prediction,
+    alpha_bar: f64,
+    x: &Tensor,
+    output: &Tensor,
+    clip_x0: bool,
+) -> Result<Tensor> {
+    let x0 = prediction.x0_at(alpha_bar, x, output)?;
+    Ok(if clip_x0 { x0.clamp(-1f32, 1f32)? } else { x0 })
 }
 
 /// Integer timesteps as the network's time inputs.

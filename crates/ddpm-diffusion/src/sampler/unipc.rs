@@ -228,25 +228,19 @@ impl Sampler for UniPc {
     ) -> Result<Tensor> {
         let n = self.times.len();
         super::check_evaluation(i, n, "UniPC")?;
+        super::check_in_order(i, self.next, "UniPC")?;
         if i == 0 {
             self.outputs.clear();
             self.last_sample = None;
             self.last_order = 0;
-        } else if i != self.next {
-            return invalid(
-                "i",
-                format!(
-                    "UniPC is multistep: evaluation {i} after {} of them",
-                    self.next
-                ),
-            );
         }
-        let m_t = self.prediction.x0_at(self.alpha_bars[i], x, model_output)?;
-        let m_t = if self.clip_x0 {
-            m_t.clamp(-1f32, 1f32)?
-        } else {
-            m_t
-        };
+        let m_t = super::data_prediction(
+            self.prediction,
+            self.alpha_bars[i],
+            x,
+            model_output,
+            self.clip_x0,
+        )?;
         let x = match &self.last_sample {
             Some(last) => self.correct(last, &m_t, i)?,
             None => x.clone(),
