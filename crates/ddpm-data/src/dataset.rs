@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
 use crate::folder::{FolderOptions, load_image_folder};
+use crate::listing::list_folder;
 use crate::image_set::ImageSet;
 use crate::mnist::{Split, embedded_mnist_with_labels, load_mnist_dir};
 
@@ -42,13 +43,60 @@ pub enum DatasetSpec {
     Embedded,
 }
 
-/// Training images in memory, with their class labels when the dataset has them.
+/// Training images in memory, with their classes when the dataset has them.
 #[derive(Debug, Clone)]
 pub struct Dataset {
     /// The images, N x C x H x W.
     pub images: ImageSet,
-    /// One label per image (MNIST digits 0-9), or `None` for unlabelled data.
-    pub labels: Option<Vec<u32>>,
+    /// One class per image (MNIST's digits; an image folder's class subfolders), or `None`
+    /// for unlabelled data.
+    pub classes: Option<Classes>,
+}
+
+/// The classes of a labelled dataset: their names and each image's class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classes {
+    /// Class names, indexed by label (`"0"`..`"9"` for MNIST, subfolder names for a folder).
+    pub names: Vec<String>,
+    /// The label (an index into `names`) of each image, in the dataset's order.
+    pub labels: Vec<u32>,
+}
+
+impl Classes {
+    /// The ten MNIST digits, with their labels.
+    fn digits(labels: &[u8]) -> Self {
+        Classes {
+            names: digit_names(),
+            labels: labels.iter().map(|&l| u32::from(l)).collect(),
+        }
+    }
+
+    /// The classes of an image folder from its images' relative paths (`/`-separated): one
+    /// class per first-level subfolder, in name order, when every image sits in one and there
+    /// are at least two; `None` otherwise (the folder trains unconditionally).
+    pub fn of_folder(files: &[String]) -> Option<Self> {
+        let folders: Option<Vec<&str>> = files
+            .iter()
+            .map(|f| f.split_once('/').map(|(dir, _)| dir))
+            .collect();
+        let folders = folders?;
+        let mut names: Vec<String> = folders.iter().map(|d| d.to_string()).collect();
+        names.sort();
+        names.dedup();
+        if names.len() < 2 {
+            return None;
+        }
+        let labels = folders
+            .iter()
+            .map(|d| names.binary_search_by(|n| n.as_str().cmp(d)).expect("listed") as u32)
+            .collect();
+        Some(Classes { names, labels })
+    }
+}
+
+/// `"0"`..`"9"`.
+fn digit_names() -> Vec<String> {
+    (0..10).map(|d| d.to_string()).collect()
 }
 
 impl DatasetSpec {
@@ -168,6 +216,20 @@ impl DatasetSpec {
         Ok(dir)
     }
 
+    /// The class names the dataset in `dir` (as for [`DatasetSpec::load`]) has, without
+    /// decoding it: MNIST's ten digits, an image folder's class subfolders (see
+    /// [`Classes::of_folder`]), or `None` when it is unlabelled.
+    pub fn class_names(&self, dir: Option<&Path>) -> Result<Option<Vec<String>>> {
+        match self {
+            DatasetSpec::Mnist | DatasetSpec::Embedded => Ok(Some(digit_names())),
+            DatasetSpec::Anime { .. } | DatasetSpec::Folder { .. } => {
+                let listing = list_folder(&self.present_dir(dir)?)?;
+                let files: Vec<String> = listing.images.into_iter().map(|f| f.relative).collect();
+                Ok(Classes::of_folder(&files).map(|c| c.names))
+            }
+        }
+    }
+
     /// Loads the training images from `dir` (default: [`DatasetSpec::default_dir`]; the
     /// embedded digits need none). Decoded image folders are cached (u8 safetensors) under
     /// `cache_dir`, so later runs skip decoding.
@@ -175,11 +237,17 @@ impl DatasetSpec {
         match *self {
             DatasetSpec::Embedded => {
                 let (images, labels) = embedded_mnist_with_labels();
-                Ok(Dataset::labelled(images, &labels))
+                Ok(Dataset {
+                    images,
+                    classes: Some(Classes::digits(&labels)),
+                })
             }
             DatasetSpec::Mnist => {
                 let (images, labels) = load_mnist_dir(&self.present_dir(dir)?, Split::Train)?;
-                Ok(Dataset::labelled(images, &labels))
+                Ok(Dataset {
+                    images,
+                    classes: Some(Classes::digits(&labels)),
+                })
             }
             DatasetSpec::Anime { size } => folder(&self.present_dir(dir)?, size, 3, cache_dir),
             DatasetSpec::Folder { size, channels } => {
@@ -189,21 +257,12 @@ impl DatasetSpec {
     }
 }
 
-impl Dataset {
-    fn labelled(images: ImageSet, labels: &[u8]) -> Self {
-        Dataset {
-            images,
-            labels: Some(labels.iter().map(|&l| u32::from(l)).collect()),
-        }
-    }
-}
-
 fn folder(dir: &Path, size: usize, channels: usize, cache_dir: &Path) -> Result<Dataset> {
     let mut options = FolderOptions::new(size as u32, channels);
     options.cache_dir = Some(cache_dir.to_path_buf());
-    let images = load_image_folder(dir, &options)?;
+    let report = load_image_folder(dir, &options)?;
     Ok(Dataset {
-        images,
-        labels: None,
+        classes: Classes::of_folder(&report.files),
+        images: report.images,
     })
 }

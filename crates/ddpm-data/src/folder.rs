@@ -1,6 +1,7 @@
 //! Image-folder datasets (e.g. `anime-faces/<subdir>/*.png`): recursive listing, parallel
 //! decoding (rayon), torchvision-style resize + center crop, and the preprocessed cache.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -69,6 +70,8 @@ pub enum CacheUse {
 pub struct FolderReport {
     /// The preprocessed images, in the order of their sorted relative paths.
     pub images: ImageSet,
+    /// The relative path (`/`-separated) of each loaded image, in the same order.
+    pub files: Vec<String>,
     /// Files skipped because their extension is not an image's.
     pub non_images: Vec<PathBuf>,
     /// Image files skipped because they failed to decode (only with [`OnCorrupt::Skip`]).
@@ -79,7 +82,7 @@ pub struct FolderReport {
 
 /// Loads an image folder, printing a warning to stderr for skipped files (counted, with the
 /// first few paths). See [`load_image_folder_report`] for the details.
-pub fn load_image_folder(dir: &Path, opts: &FolderOptions) -> Result<ImageSet> {
+pub fn load_image_folder(dir: &Path, opts: &FolderOptions) -> Result<FolderReport> {
     let report = load_image_folder_report(dir, opts)?;
     warn_skipped(
         "non-image files skipped",
@@ -92,7 +95,7 @@ pub fn load_image_folder(dir: &Path, opts: &FolderOptions) -> Result<ImageSet> {
             .iter()
             .map(|(p, why)| format!("{}: {why}", p.display())),
     );
-    Ok(report.images)
+    Ok(report)
 }
 
 fn warn_skipped(what: &str, items: impl ExactSizeIterator<Item = String>) {
@@ -131,6 +134,7 @@ pub fn load_image_folder_report(dir: &Path, opts: &FolderOptions) -> Result<Fold
     if let Some(slot) = &slot
         && let Some((images, meta)) = cache::read(slot, opts.size, opts.channels)?
     {
+        let files = kept_files(&listing.images, meta.corrupt.iter().map(|(rel, _)| rel));
         let corrupt = meta
             .corrupt
             .into_iter()
@@ -138,6 +142,7 @@ pub fn load_image_folder_report(dir: &Path, opts: &FolderOptions) -> Result<Fold
             .collect();
         return Ok(FolderReport {
             images,
+            files,
             non_images: listing.non_images,
             corrupt,
             cache: CacheUse::Hit(slot.path.clone()),
@@ -164,16 +169,28 @@ pub fn load_image_folder_report(dir: &Path, opts: &FolderOptions) -> Result<Fold
         }
         None => CacheUse::Disabled,
     };
+    let files = kept_files(&listing.images, corrupt.iter().map(|(f, _)| &f.relative));
     let corrupt = corrupt
         .into_iter()
         .map(|(f, why)| (f.path.clone(), why))
         .collect();
     Ok(FolderReport {
         images,
+        files,
         non_images: listing.non_images,
         corrupt,
         cache,
     })
+}
+
+/// The relative paths of the listed `images` that are not `skipped`, in listing order.
+fn kept_files<'a>(images: &[ImageFile], skipped: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let skipped: HashSet<&str> = skipped.map(String::as_str).collect();
+    images
+        .iter()
+        .filter(|f| !skipped.contains(f.relative.as_str()))
+        .map(|f| f.relative.clone())
+        .collect()
 }
 
 /// Decodes and preprocesses every file in parallel, keeping the listing's order.

@@ -25,7 +25,7 @@ mod mnist;
 mod transform;
 
 pub use batch::{Batches, EpochPlan, batch_tensor};
-pub use dataset::{ANIME_DIR, Dataset, DatasetSpec, MNIST_DIR};
+pub use dataset::{ANIME_DIR, Classes, Dataset, DatasetSpec, MNIST_DIR};
 pub use error::{DataError, Result};
 pub use folder::{
     CacheUse, FolderCheck, FolderOptions, FolderReport, OnCorrupt, check_image_folder,

@@ -189,9 +189,72 @@ fn shared_rgb64_decodes_at_native_size() {
         let name = format!("{i:06}.png");
         std::fs::copy(dir.join(&name), tmp.path().join(name)).unwrap();
     }
-    let set = load_image_folder(tmp.path(), &FolderOptions::default()).unwrap();
+    let set = load_image_folder(tmp.path(), &FolderOptions::default()).unwrap().images;
     assert_eq!(
         (set.len(), set.channels(), set.height(), set.width()),
         (20, 3, 64, 64)
     );
+}
+
+#[test]
+fn class_subfolders_become_labels_and_the_cache_keeps_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cache = tmp.path().join("cache");
+    let fixtures = ddpm_data::list_folder(&images_dir()).unwrap().images;
+    // Three good pictures under "cat", two under "dog"; the corrupt one under "cat" is skipped.
+    let good: Vec<_> = fixtures
+        .iter()
+        .filter(|f| !f.relative.ends_with("corrupt.png"))
+        .collect();
+    let corrupt = fixtures
+        .iter()
+        .find(|f| f.relative.ends_with("corrupt.png"))
+        .unwrap();
+    let place = |class: &str, name: String, from: &Path| {
+        let dest = data.join(class).join(name);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(from, dest).unwrap();
+    };
+    for (i, f) in good.iter().enumerate() {
+        let ext = f.path.extension().unwrap().to_str().unwrap();
+        let class = if i < 3 { "cat" } else { "dog" };
+        place(class, format!("{i}.{ext}"), &f.path);
+    }
+    place("cat", "9.png".into(), &corrupt.path);
+    let spec = ddpm_data::DatasetSpec::Folder {
+        size: 16,
+        channels: 3,
+    };
+    let names = spec.class_names(Some(&data)).unwrap().unwrap();
+    assert_eq!(names, ["cat", "dog"]);
+    // The dataset loader fails on the corrupt file, naming it.
+    let err = spec.load(Some(&data), &cache).unwrap_err();
+    assert!(err.to_string().contains("9.png"), "{err}");
+    // Skipping the corrupt file keeps every other label in place, decoded and from the cache.
+    for pass in ["decoded", "cached"] {
+        let opts = FolderOptions {
+            cache_dir: Some(cache.clone()),
+            ..skip_opts(16, 3)
+        };
+        let report = load_image_folder_report(&data, &opts).unwrap();
+        let classes = ddpm_data::Classes::of_folder(&report.files).unwrap();
+        assert_eq!(classes.names, ["cat", "dog"], "{pass}");
+        assert_eq!(classes.labels, [0, 0, 0, 1, 1], "{pass}");
+        assert_eq!(report.images.len(), 5, "{pass}");
+    }
+}
+
+#[test]
+fn folders_without_two_class_subfolders_are_unlabelled() {
+    let of = |files: &[&str]| {
+        let files: Vec<String> = files.iter().map(|f| f.to_string()).collect();
+        ddpm_data::Classes::of_folder(&files)
+    };
+    assert_eq!(of(&["a/1.png", "2.png"]), None, "an image outside any class");
+    assert_eq!(of(&["a/1.png", "a/2.png"]), None, "one class");
+    assert_eq!(of(&[]), None);
+    let nested = of(&["b/x/1.png", "a/2.png", "b/3.png"]).unwrap();
+    assert_eq!(nested.names, ["a", "b"]);
+    assert_eq!(nested.labels, [1, 0, 1], "deeper folders belong to their first-level class");
 }

@@ -98,7 +98,7 @@ impl GridGeometry {
 pub fn load_images(path: &Path, geometry: GridGeometry, channels: usize) -> Result<ImageSet> {
     if path.is_dir() {
         let opts = FolderOptions::new(geometry.tile as u32, channels);
-        return Ok(load_image_folder(path, &opts)?);
+        return Ok(load_image_folder(path, &opts)?.images);
     }
     let picture = image::ImageReader::open(path)
         .map_err(|source| EvalError::Io {
