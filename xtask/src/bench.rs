@@ -178,6 +178,7 @@ fn bench_one(what: &What, common: &Common, ch: &[usize], batch: usize) -> Result
         n_steps: 1000,
         residual_from: ResidualFrom::Normalized,
         attn_resolutions: None,
+        num_classes: 0,
     };
     let config = spec
         .to_config()

@@ -214,6 +214,7 @@ impl Lab {
             batch_size: 81,
             sampler,
             prediction: ddpm_diffusion::Prediction::Epsilon,
+            guidance: None,
         };
         let started = Instant::now();
         let x = generate(

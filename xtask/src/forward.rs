@@ -63,6 +63,7 @@ impl Args {
             n_steps: self.n_steps,
             residual_from: self.residual_from,
             attn_resolutions: Some(self.attn_resolutions.clone()),
+            num_classes: 0,
         };
         Ok(spec.to_config()?)
     }

@@ -1,7 +1,10 @@
 use candle_core::{DType, Device, Shape, Tensor};
 
 use crate::error::invalid;
-use crate::{Denoiser, NoiseSource, Prediction, Result, SamplerConfig, Schedule, StepInfo, sample};
+use crate::{
+    Denoiser, Guidance, Guided, NoiseSource, Prediction, Result, SamplerConfig, Schedule, StepInfo,
+    sample,
+};
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -16,12 +19,16 @@ pub struct GenerateOptions {
     pub sampler: SamplerConfig,
     /// What the model predicts.
     pub prediction: Prediction,
+    /// The class of each image and the guidance scale, for a class-conditional model (`None`:
+    /// its unconditional output, or an unconditional model).
+    pub guidance: Option<Guidance>,
 }
 
 /// Generates `options.n` samples in batches; `x_init` (if given, shape (n, C, H, W)) replaces
 /// the drawn x_T. `on_step(batch_index, info)` sees every step of every batch.
 ///
-/// Every batch runs a fresh sampler built from `options.sampler`. All randomness comes from
+/// Every batch runs a fresh sampler built from `options.sampler`, guided towards its images'
+/// classes when `options.guidance` is given ([`Guided`]). All randomness comes from
 /// `noise`: x_T of every batch is drawn first, then the steps' noise, so a seed fixes the
 /// output.
 pub fn generate(
@@ -38,6 +45,18 @@ pub fn generate(
         return invalid(
             "n",
             "the number of images and the batch size must be at least 1",
+        );
+    }
+    if let Some(g) = &options.guidance
+        && g.classes.len() != options.n
+    {
+        return invalid(
+            "class",
+            format!(
+                "{} class labels given for {} images: one per image",
+                g.classes.len(),
+                options.n
+            ),
         );
     }
     let full: Shape = (options.n, c, h, w).into();
@@ -62,7 +81,14 @@ pub fn generate(
         let batch = x_t.narrow(0, start, len)?;
         let index = start / options.batch_size;
         let sampler = options.sampler.build(schedule, options.prediction)?;
-        let x0 = sample(sampler, model, batch, noise, |info| on_step(index, info))?;
+        let on_batch_step = |info: StepInfo<'_>| on_step(index, info);
+        let x0 = match &options.guidance {
+            Some(g) => {
+                let guided = Guided::new(model, &g.classes[start..start + len], g.scale)?;
+                sample(sampler, &guided, batch, noise, on_batch_step)?
+            }
+            None => sample(sampler, model, batch, noise, on_batch_step)?,
+        };
         outputs.push(x0);
         start += len;
     }

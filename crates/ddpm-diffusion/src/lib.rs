@@ -23,6 +23,7 @@
 
 mod error;
 mod generate;
+mod guidance;
 mod noise;
 mod prediction;
 pub mod sampler;
@@ -31,6 +32,7 @@ mod schedule;
 
 pub use error::{DiffusionError, Result};
 pub use generate::{GenerateOptions, generate};
+pub use guidance::{Guidance, Guided, class_rows};
 pub use noise::{NoiseRng, NoiseRngState, NoiseSource};
 pub use prediction::Prediction;
 pub use sampler::{SAMPLER_NAMES, Sampler, SamplerChoices, SamplerConfig};

@@ -8,9 +8,32 @@ use crate::{NoiseSource, Result, Sampler};
 /// as its [`Prediction`](crate::Prediction) says): the denoising network in practice, a
 /// closure in tests. `t` is a (B,) f32 tensor of the network's time input on the same device
 /// as `x_t`: integer timesteps for most samplers, times between them for Euler and Heun.
+///
+/// A class-conditional network also reports its [`Denoiser::num_classes`] and answers
+/// [`Denoiser::predict_classes`]; [`Guided`](crate::Guided) turns one into the
+/// classifier-free-guided denoiser that the samplers drive.
 pub trait Denoiser {
-    /// Returns the network output at (x_t, t), of the same shape as `x_t`.
+    /// Returns the network output at (x_t, t), of the same shape as `x_t` (a
+    /// class-conditional network's unconditional output).
     fn predict(&self, x_t: &Tensor, t: &Tensor) -> candle_core::Result<Tensor>;
+
+    /// The number of classes the network is conditioned on (0: unconditional, the default).
+    fn num_classes(&self) -> usize {
+        0
+    }
+
+    /// The output at (x_t, t) for the class labels `classes` (u32, shape (B)); label
+    /// [`Denoiser::num_classes`] asks for the unconditional output. Unconditional networks
+    /// (the default) refuse.
+    fn predict_classes(
+        &self,
+        x_t: &Tensor,
+        t: &Tensor,
+        classes: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let _ = (x_t, t, classes);
+        candle_core::bail!("this network is not class-conditional: it takes no labels")
+    }
 }
 
 impl<F> Denoiser for F

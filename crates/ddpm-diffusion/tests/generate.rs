@@ -22,6 +22,7 @@ fn generation_is_deterministic_per_seed_and_batch_size_independent_of_memory_bou
         batch_size,
         sampler: SamplerConfig::ddim(5, 0.0, true),
         prediction: Prediction::Epsilon,
+        guidance: None,
     };
     let run = |seed, batch| {
         generate(
@@ -51,6 +52,7 @@ fn given_initial_noise_must_have_the_right_shape() {
         batch_size: 2,
         sampler: SamplerConfig::default(),
         prediction: Prediction::Epsilon,
+        guidance: None,
     };
     let wrong = Tensor::zeros((3, 1, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
     let err = generate(

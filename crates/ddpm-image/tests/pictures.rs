@@ -72,6 +72,7 @@ fn trajectories_are_written_as_strips_and_gifs() {
         batch_size: 3,
         sampler: SamplerConfig::default(),
         prediction: Prediction::Epsilon,
+        guidance: None,
     };
     let mut traj = Trajectory::new(2, 5, 20);
     generate(

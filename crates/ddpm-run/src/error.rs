@@ -41,6 +41,9 @@ pub enum RunError {
     /// A device could not be opened.
     #[error("{0}")]
     Device(String),
+    /// A class named on the command line that the run does not have.
+    #[error("{0}")]
+    UnknownClass(String),
 }
 
 impl From<ddpm_unet::UnetError> for RunError {

@@ -25,4 +25,4 @@ mod manifest;
 
 pub use device::select_device;
 pub use error::{Result, RunError, io_err};
-pub use manifest::{RunManifest, SampleSettings};
+pub use manifest::{ClassChoice, NO_GUIDANCE, RunManifest, SampleSettings};

@@ -26,6 +26,7 @@ fn manifest() -> RunManifest {
             n_steps: 10,
             residual_from: ResidualFrom::Normalized,
             attn_resolutions: None,
+            num_classes: 0,
         }
         .to_config()
         .unwrap(),
@@ -39,7 +40,9 @@ fn manifest() -> RunManifest {
                 variance: Variance::Posterior,
                 clip_x0: true,
             },
+            guidance: ddpm_run::NO_GUIDANCE,
         },
+        classes: None,
     }
 }
 

@@ -1,7 +1,7 @@
 //! The named presets: values of the recipe, the run control and the grid sampling.
 
 use ddpm_diffusion::{BetaKind, Prediction, SamplerConfig, Variance};
-use ddpm_run::SampleSettings;
+use ddpm_run::{NO_GUIDANCE, SampleSettings};
 use ddpm_unet::ModelKind;
 
 use crate::{Every, LrSchedule, Recipe, Result, RunControl, TrainError};
@@ -47,6 +47,7 @@ const REFERENCE_GRID: SampleSettings = SampleSettings {
         variance: Variance::Beta,
         clip_x0: false,
     },
+    guidance: NO_GUIDANCE,
 };
 
 impl Preset {

@@ -169,6 +169,9 @@ pub struct ResUNetConfig {
     pub channels: Vec<usize>,
     /// Width of the sinusoidal time encoding (even).
     pub pe_dim: usize,
+    /// Classes the network is conditioned on (0 = unconditional; absent from older files).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub num_classes: usize,
 }
 
 impl Default for ResUNetConfig {
@@ -178,6 +181,7 @@ impl Default for ResUNetConfig {
             n_steps: 1000,
             channels: vec![10, 20, 40, 80],
             pe_dim: 128,
+            num_classes: 0,
         }
     }
 }
@@ -229,6 +233,14 @@ pub struct ModernUNetConfig {
     /// GroupNorm groups (must divide every width; command lines and presets choose the most,
     /// up to 32, that leave at least 4 channels per group at the base width).
     pub norm_groups: usize,
+    /// Classes the network is conditioned on (0 = unconditional; absent from older files).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub num_classes: usize,
+}
+
+/// Serde's test for leaving an unconditional network's `num_classes` out of its JSON.
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for ModernUNetConfig {
@@ -243,6 +255,7 @@ impl Default for ModernUNetConfig {
             attn_heads: 1,
             dropout: 0.0,
             norm_groups: norm_groups_for(64),
+            num_classes: 0,
         }
     }
 }
@@ -276,6 +289,7 @@ impl ModernUNetConfig {
             attn_heads: 1,
             dropout: 0.0,
             norm_groups: norm_groups_for(32),
+            num_classes: 0,
         }
     }
 
@@ -413,6 +427,15 @@ impl ModelConfig {
             ModelConfig::Reference(c) => c.image,
             ModelConfig::Residual(c) => c.image,
             ModelConfig::Modern(c) => c.image,
+        }
+    }
+
+    /// The number of classes the network is conditioned on (0: unconditional).
+    pub fn num_classes(&self) -> usize {
+        match self {
+            ModelConfig::Reference(_) => 0,
+            ModelConfig::Residual(c) => c.num_classes,
+            ModelConfig::Modern(c) => c.num_classes,
         }
     }
 

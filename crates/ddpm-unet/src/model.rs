@@ -82,9 +82,48 @@ impl Model {
     }
 
     /// ε̂(x, t) for `x` (B,C,H,W) and integer `t` of shape (B) or (B,1). `train` selects
-    /// BatchNorm batch statistics (updating the running statistics) and dropout.
+    /// BatchNorm batch statistics (updating the running statistics) and dropout. A
+    /// class-conditional network gives its unconditional ("no class") output.
     pub fn forward(&self, x: &Tensor, t: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.forward_traced(x, t, train, &mut |_, _| {})
+        self.run(x, t, None, train, &mut |_, _| {})
+    }
+
+    /// The number of classes the network is conditioned on (0: unconditional).
+    pub fn num_classes(&self) -> usize {
+        self.config.num_classes()
+    }
+
+    /// ε̂(x, t, class) of a class-conditional network: `classes` (u32, shape (B)) holds each
+    /// sample's label, below [`Model::num_classes`], or `num_classes` itself for the
+    /// unconditional ("no class") output. An error for an unconditional network or a label
+    /// out of range.
+    pub fn forward_classes(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        classes: &Tensor,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
+        let n = self.num_classes();
+        if n == 0 {
+            candle_core::bail!("this network is not class-conditional: it takes no labels");
+        }
+        let labels = classes.to_dtype(DType::U32)?;
+        if labels.dims() != [x.dim(0)?] {
+            candle_core::bail!(
+                "one class label per sample expected, got shape {:?} for a batch of {}",
+                labels.dims(),
+                x.dim(0)?
+            );
+        }
+        if let Some(bad) = labels.to_vec1::<u32>()?.into_iter().find(|&l| l as usize > n) {
+            candle_core::bail!(
+                "class label {bad} is out of range: the network knows {n} classes (0..{}), and \
+                 {n} means no class",
+                n - 1
+            );
+        }
+        self.run(x, t, Some(&labels), train, &mut |_, _| {})
     }
 
     /// [`Model::forward`], also handing named intermediate tensors to `trace`. The reference
@@ -98,6 +137,17 @@ impl Model {
         train: bool,
         trace: Tracer,
     ) -> candle_core::Result<Tensor> {
+        self.run(x, t, None, train, trace)
+    }
+
+    fn run(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        classes: Option<&Tensor>,
+        train: bool,
+        trace: Tracer,
+    ) -> candle_core::Result<Tensor> {
         let image = self.config.image();
         match x.dims() {
             [_, c, h, w] if [*c, *h, *w] == image.dims() => {}
@@ -105,8 +155,8 @@ impl Model {
         }
         match &self.net {
             Network::Reference(net) => net.forward(x, t, train, trace),
-            Network::Residual(net) => net.forward(x, t, trace),
-            Network::Modern(net) => net.forward(x, t, train, trace),
+            Network::Residual(net) => net.forward(x, t, classes, trace),
+            Network::Modern(net) => net.forward(x, t, classes, train, trace),
         }
     }
 
@@ -242,17 +292,37 @@ impl Model {
     }
 }
 
-impl Denoiser for Model {
-    /// The network in eval mode. The reference and residual UNets look their time encoding
-    /// up in a table of integer timesteps, so a sampler asking for a time between two (Euler,
-    /// Heun) gets the nearest one; the modern UNet computes its embedding at any time.
-    fn predict(&self, x_t: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
+impl Model {
+    /// The time input the network reads: the reference and residual UNets look their time
+    /// encoding up in a table of integer timesteps, so a sampler asking for a time between
+    /// two (Euler, Heun) gets the nearest one; the modern UNet computes its embedding at any
+    /// time.
+    fn time_input(&self, t: &Tensor) -> candle_core::Result<Tensor> {
         match &self.net {
-            Network::Modern(_) => self.forward(x_t, t, false),
-            Network::Reference(_) | Network::Residual(_) => {
-                self.forward(x_t, &t.to_dtype(DType::F32)?.round()?, false)
-            }
+            Network::Modern(_) => Ok(t.clone()),
+            Network::Reference(_) | Network::Residual(_) => t.to_dtype(DType::F32)?.round(),
         }
+    }
+}
+
+impl Denoiser for Model {
+    /// The network in eval mode (see [`Model::time_input`] for times between timesteps); a
+    /// class-conditional network gives its unconditional output.
+    fn predict(&self, x_t: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward(x_t, &self.time_input(t)?, false)
+    }
+
+    fn num_classes(&self) -> usize {
+        Model::num_classes(self)
+    }
+
+    fn predict_classes(
+        &self,
+        x_t: &Tensor,
+        t: &Tensor,
+        classes: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        self.forward_classes(x_t, &self.time_input(t)?, classes, false)
     }
 }
 

@@ -2,6 +2,8 @@
 //!
 //! Layout (level widths `c_l = base · mult_l`, `temb = 4 · base`):
 //! - `time_embed.{0,2}`: sinusoidal(base) → Linear(base → temb) → SiLU → Linear(temb → temb).
+//! - `class_embed` (class-conditional networks only): `nn.Embedding(classes + 1, temb)`, the
+//!   last row for "no class", added to the time embedding.
 //! - `conv_in`: Conv3x3(C → c_0).
 //! - `down.l.res.j` (j < num_res_blocks) residual blocks, each followed by `down.l.attn.j` when
 //!   the level's resolution is in `attn_resolutions`; `down.l.downsample` (Conv3x3, stride 2)
@@ -27,7 +29,7 @@ use ddpm_nn::{
 };
 
 use crate::config::ModernUNetConfig;
-use crate::layers::{MlpAct, TimeMlp, Tracer};
+use crate::layers::{ClassEmbedding, MlpAct, TimeMlp, Tracer};
 use crate::time::sinusoidal_embedding;
 
 /// Epsilon of the GroupNorms (PyTorch default).
@@ -167,6 +169,7 @@ struct Level {
 pub(crate) struct ModernUNet {
     base: usize,
     time_embed: TimeMlp,
+    class_embed: Option<ClassEmbedding>,
     conv_in: Conv2d,
     down: Vec<Level>,
     mid: (ResnetBlock, Attention, ResnetBlock),
@@ -257,6 +260,9 @@ impl ModernUNet {
         Ok(ModernUNet {
             base,
             time_embed: TimeMlp::new(vb.pp("time_embed"), base, s.temb, s.temb, MlpAct::Silu)?,
+            class_embed: (cfg.num_classes > 0)
+                .then(|| ClassEmbedding::new(vb.pp("class_embed"), cfg.num_classes, s.temb))
+                .transpose()?,
             conv_in: Conv2d::new(vb.pp("conv_in"), cfg.image.channels, base, 3, 1, 1)?,
             down,
             mid,
@@ -271,16 +277,23 @@ impl ModernUNet {
         })
     }
 
-    /// ε̂(x, t), reporting `temb`, `down{l}`, `mid`, `up{l}` (level outputs) to `trace`.
+    /// ε̂(x, t, class), reporting `temb`, `down{l}`, `mid`, `up{l}` (level outputs) to
+    /// `trace`. A class-conditional network adds the class embedding of `classes` (the "no
+    /// class" one when `None`) to the time embedding.
     pub(crate) fn forward(
         &self,
         x: &Tensor,
         t: &Tensor,
+        classes: Option<&Tensor>,
         train: bool,
         trace: Tracer,
     ) -> candle_core::Result<Tensor> {
-        let emb = sinusoidal_embedding(t, x.dim(0)?, self.base)?.to_dtype(x.dtype())?;
-        let temb = self.time_embed.forward(&emb)?;
+        let batch = x.dim(0)?;
+        let emb = sinusoidal_embedding(t, batch, self.base)?.to_dtype(x.dtype())?;
+        let mut temb = self.time_embed.forward(&emb)?;
+        if let Some(embed) = &self.class_embed {
+            temb = (temb + embed.forward(classes, batch)?)?;
+        }
         trace("temb", &temb);
         let temb_act = silu(&temb)?;
         let mut h = self.conv_in.forward(x)?;

@@ -1,6 +1,8 @@
 //! The residual UNet of DL-Demos (`unet_res_cfg`), with PyTorch state-dict names.
 //!
 //! Layout (channels `c_0 … c_{L-1}`, `H_i = H >> i`):
+//! - `class_embed` (class-conditional networks only): `nn.Embedding(classes + 1, pe_dim)`, the
+//!   last row for "no class", added to the time encoding that every level reads.
 //! - encoder level i < L-1: `pe_linears_en.i` (Linear → ReLU → Linear, width of the level
 //!   input) added to the input, `encoders.i.{0,1}` blocks (in → c_i → c_i) at `H_i`, the output
 //!   kept as skip, then `downs.i` = Conv2d(c_i → c_i, k2, s2).
@@ -18,7 +20,7 @@ use candle_nn::VarBuilder;
 use ddpm_nn::{Conv2d, ConvTranspose2d, LayerNormChw, Linear, relu};
 
 use crate::config::ResUNetConfig;
-use crate::layers::{MlpAct, TimeMlp, Tracer, per_channel};
+use crate::layers::{ClassEmbedding, MlpAct, TimeMlp, Tracer, per_channel};
 use crate::time::PeTable;
 
 /// Epsilon of `nn.LayerNorm` (PyTorch default).
@@ -94,6 +96,7 @@ impl Module for BlockPair {
 #[derive(Debug)]
 pub(crate) struct ResUNet {
     pe: PeTable,
+    class_embed: Option<ClassEmbedding>,
     pe_en: Vec<TimeMlp>,
     encoders: Vec<BlockPair>,
     downs: Vec<Conv2d>,
@@ -150,6 +153,9 @@ impl ResUNet {
         }
         Ok(ResUNet {
             pe: PeTable::new(cfg.n_steps, cfg.pe_dim, vb.device())?,
+            class_embed: (cfg.num_classes > 0)
+                .then(|| ClassEmbedding::new(vb.pp("class_embed"), cfg.num_classes, cfg.pe_dim))
+                .transpose()?,
             pe_en,
             encoders,
             downs,
@@ -167,14 +173,21 @@ impl ResUNet {
         &self.pe
     }
 
-    /// ε̂(x, t), reporting `pe`, `enc{i}` (block outputs), `mid`, `dec{j}` to `trace`.
+    /// ε̂(x, t, class), reporting `pe`, `enc{i}` (block outputs), `mid`, `dec{j}` to `trace`.
+    /// A class-conditional network adds the class embedding of `classes` (the "no class" one
+    /// when `None`) to the time encoding.
     pub(crate) fn forward(
         &self,
         x: &Tensor,
         t: &Tensor,
+        classes: Option<&Tensor>,
         trace: Tracer,
     ) -> candle_core::Result<Tensor> {
-        let pe = self.pe.embed(t, x.dim(0)?)?;
+        let batch = x.dim(0)?;
+        let mut pe = self.pe.embed(t, batch)?;
+        if let Some(embed) = &self.class_embed {
+            pe = (pe + embed.forward(classes, batch)?)?;
+        }
         trace("pe", &pe);
         let mut skips = Vec::with_capacity(self.encoders.len());
         let mut h = x.clone();

@@ -58,12 +58,22 @@ pub struct ModelSpec {
     /// Attention resolutions of `modern` (default: the lowest level, or a quarter of the
     /// image height if that is larger).
     pub attn_resolutions: Option<Vec<usize>>,
+    /// Classes to condition on (0 = unconditional; `modern` and `res` only).
+    pub num_classes: usize,
 }
 
 impl ModelSpec {
     /// The full, validated configuration.
     pub fn to_config(&self) -> Result<ModelConfig> {
         let (image, channels) = (self.image, self.channels.clone());
+        let num_classes = self.num_classes;
+        if num_classes > 0 && matches!(self.kind, ModelKind::Ref | ModelKind::RefBn) {
+            return config_error(
+                "reference UNet",
+                "it has no class conditioning: use --model modern or --model res for a \
+                 class-conditional network",
+            );
+        }
         let config = match self.kind {
             ModelKind::Ref | ModelKind::RefBn => ModelConfig::Reference(RefUNetConfig {
                 image,
@@ -82,6 +92,7 @@ impl ModelSpec {
                 n_steps: self.n_steps,
                 channels,
                 pe_dim: self.pe_dim,
+                num_classes,
             }),
             ModelKind::Modern => {
                 let base = channels.first().copied().unwrap_or(0);
@@ -103,6 +114,7 @@ impl ModelSpec {
                     channel_mult: channels.iter().map(|c| c / base).collect(),
                     attn_resolutions: attn,
                     norm_groups: groups,
+                    num_classes,
                     ..ModernUNetConfig::default()
                 })
             }
@@ -125,6 +137,7 @@ mod tests {
             n_steps: 1000,
             residual_from: ResidualFrom::Normalized,
             attn_resolutions: None,
+            num_classes: 0,
         }
     }
 
@@ -161,5 +174,11 @@ mod tests {
                 .to_config()
                 .is_err()
         );
+        let conditional_ref = ModelSpec {
+            num_classes: 10,
+            ..spec(ModelKind::Ref, vec![8, 16], ImageShape::MNIST)
+        };
+        let err = conditional_ref.to_config().unwrap_err().to_string();
+        assert!(err.contains("--model modern"), "{err}");
     }
 }

@@ -48,6 +48,7 @@ fn small_configs(image: ImageShape) -> Vec<(&'static str, ModelConfig)> {
                 n_steps: 50,
                 channels: vec![4, 8, 16, 32],
                 pe_dim: 16,
+                num_classes: 0,
             }),
         ),
         (
@@ -61,6 +62,7 @@ fn small_configs(image: ImageShape) -> Vec<(&'static str, ModelConfig)> {
                 attn_heads: 2,
                 dropout: 0.0,
                 norm_groups: 4,
+                num_classes: 0,
             }),
         ),
     ]

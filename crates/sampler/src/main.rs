@@ -203,6 +203,7 @@ fn run(args: &Args) -> Result<()> {
                 } else {
                     ResidualFrom::Normalized
                 },
+                num_classes: 0,
                 attn_resolutions: None,
             };
             let model = Model::new(&spec.to_config()?, &device, 0)?;

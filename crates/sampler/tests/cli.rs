@@ -28,6 +28,7 @@ fn run_with(dir: &Path, sampler: SamplerConfig) -> PathBuf {
         n_steps: 20,
         residual_from: ResidualFrom::Normalized,
         attn_resolutions: None,
+        num_classes: 0,
     }
     .to_config()
     .unwrap();
@@ -40,7 +41,9 @@ fn run_with(dir: &Path, sampler: SamplerConfig) -> PathBuf {
             n: 81,
             nrow: 9,
             sampler,
+            guidance: ddpm_run::NO_GUIDANCE,
         },
+        classes: None,
     };
     let weights = |seed| -> std::collections::HashMap<_, _> {
         let net = Model::new(&model, &Device::Cpu, seed).unwrap();

@@ -156,6 +156,7 @@ impl Lab {
             batch_size: 250,
             sampler,
             prediction: subject.prediction,
+            guidance: None,
         };
         let started = Instant::now();
         let x = generate(
