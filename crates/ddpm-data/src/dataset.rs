@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
 use crate::folder::{FolderOptions, load_image_folder};
-use crate::listing::list_folder;
 use crate::image_set::ImageSet;
+use crate::listing::list_folder;
 use crate::mnist::{Split, embedded_mnist_with_labels, load_mnist_dir};
 
 /// The default folder of MNIST (what `cargo xtask fetch-mnist` writes).
@@ -88,7 +88,11 @@ impl Classes {
         }
         let labels = folders
             .iter()
-            .map(|d| names.binary_search_by(|n| n.as_str().cmp(d)).expect("listed") as u32)
+            .map(|d| {
+                names
+                    .binary_search_by(|n| n.as_str().cmp(d))
+                    .expect("listed") as u32
+            })
             .collect();
         Some(Classes { names, labels })
     }

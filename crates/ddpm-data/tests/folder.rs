@@ -189,7 +189,9 @@ fn shared_rgb64_decodes_at_native_size() {
         let name = format!("{i:06}.png");
         std::fs::copy(dir.join(&name), tmp.path().join(name)).unwrap();
     }
-    let set = load_image_folder(tmp.path(), &FolderOptions::default()).unwrap().images;
+    let set = load_image_folder(tmp.path(), &FolderOptions::default())
+        .unwrap()
+        .images;
     assert_eq!(
         (set.len(), set.channels(), set.height(), set.width()),
         (20, 3, 64, 64)
@@ -251,10 +253,18 @@ fn folders_without_two_class_subfolders_are_unlabelled() {
         let files: Vec<String> = files.iter().map(|f| f.to_string()).collect();
         ddpm_data::Classes::of_folder(&files)
     };
-    assert_eq!(of(&["a/1.png", "2.png"]), None, "an image outside any class");
+    assert_eq!(
+        of(&["a/1.png", "2.png"]),
+        None,
+        "an image outside any class"
+    );
     assert_eq!(of(&["a/1.png", "a/2.png"]), None, "one class");
     assert_eq!(of(&[]), None);
     let nested = of(&["b/x/1.png", "a/2.png", "b/3.png"]).unwrap();
     assert_eq!(nested.names, ["a", "b"]);
-    assert_eq!(nested.labels, [1, 0, 1], "deeper folders belong to their first-level class");
+    assert_eq!(
+        nested.labels,
+        [1, 0, 1],
+        "deeper folders belong to their first-level class"
+    );
 }

@@ -60,7 +60,12 @@ fn guided_output_is_unconditional_plus_scaled_difference_in_one_call() {
     let x = Tensor::from_vec(vec![0.5f32, -2.0, 1.0, 3.0], (2, 1, 2, 1), &dev).unwrap();
     let t = Tensor::new(&[7f32, 7.0], &dev).unwrap();
     let classes = [2u32, 0];
-    for (scale, calls) in [(0.0, vec![2]), (1.0, vec![2]), (3.0, vec![4]), (7.5, vec![4])] {
+    for (scale, calls) in [
+        (0.0, vec![2]),
+        (1.0, vec![2]),
+        (3.0, vec![4]),
+        (7.5, vec![4]),
+    ] {
         let model = ToyConditional::new();
         let guided = Guided::new(&model, &classes, scale).unwrap();
         let out = values(&guided.predict(&x, &t).unwrap());
@@ -74,7 +79,11 @@ fn guided_output_is_unconditional_plus_scaled_difference_in_one_call() {
         for (o, w) in out.iter().zip(&want) {
             assert!((o - w).abs() < 1e-5, "w={scale}: {out:?} vs {want:?}");
         }
-        assert_eq!(*model.calls.borrow(), calls, "w={scale}: one call, doubled batch");
+        assert_eq!(
+            *model.calls.borrow(),
+            calls,
+            "w={scale}: one call, doubled batch"
+        );
     }
 }
 
@@ -85,13 +94,19 @@ fn guidance_refuses_what_it_cannot_do() {
         r.err().expect("refused").to_string()
     };
     let e = err(Guided::new(&model, &[3], 2.0));
-    assert!(e.contains("class 3 is out of range") && e.contains("0..2"), "{e}");
+    assert!(
+        e.contains("class 3 is out of range") && e.contains("0..2"),
+        "{e}"
+    );
     let e = err(Guided::new(&model, &[0], -1.0));
     assert!(e.contains("guidance scale"), "{e}");
     let e = err(Guided::new(&model, &[0], f64::NAN));
     assert!(e.contains("guidance scale"), "{e}");
     let unconditional = |x: &Tensor, _t: &Tensor| Ok(x.clone());
-    let e = Guided::new(&unconditional, &[0], 1.0).err().unwrap().to_string();
+    let e = Guided::new(&unconditional, &[0], 1.0)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("not class-conditional"), "{e}");
     // A batch of another size than the labels is an error, not a broadcast.
     let guided = Guided::new(&model, &[0, 1], 2.0).unwrap();
@@ -131,7 +146,11 @@ fn generation_guides_each_batch_towards_its_own_images_classes() {
         (values(&x), model.calls.into_inner())
     };
     let (whole, calls) = run(6, classes.clone());
-    assert_eq!(calls, vec![12; 4], "4 steps, conditional and unconditional halves together");
+    assert_eq!(
+        calls,
+        vec![12; 4],
+        "4 steps, conditional and unconditional halves together"
+    );
     // Deterministic DDIM from the same x_T: batching (and so slicing the labels) changes nothing.
     let (batched, calls) = run(4, classes.clone());
     assert_eq!(calls, [8, 8, 8, 8, 4, 4, 4, 4]);
@@ -151,5 +170,9 @@ fn generation_guides_each_batch_towards_its_own_images_classes() {
         |_, _| {},
     )
     .unwrap_err();
-    assert!(err.to_string().contains("5 class labels given for 6 images"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("5 class labels given for 6 images"),
+        "{err}"
+    );
 }

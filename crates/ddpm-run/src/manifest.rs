@@ -121,7 +121,10 @@ mod tests {
         assert_eq!(parse("0, dog").unwrap(), ClassChoice::Rows(vec![0, 1]));
         assert_eq!(parse("all").unwrap(), ClassChoice::Rows(vec![0, 1, 2]));
         let err = parse("3").unwrap_err().to_string();
-        assert!(err.contains("unknown class `3`") && err.contains("cat, dog, 7"), "{err}");
+        assert!(
+            err.contains("unknown class `3`") && err.contains("cat, dog, 7"),
+            "{err}"
+        );
         assert!(parse("cat,bird").is_err());
         assert!(parse("").is_err());
     }
@@ -143,6 +146,9 @@ mod tests {
             ..settings
         };
         let json = serde_json::to_string(&guided).unwrap();
-        assert_eq!(serde_json::from_str::<SampleSettings>(&json).unwrap(), guided);
+        assert_eq!(
+            serde_json::from_str::<SampleSettings>(&json).unwrap(),
+            guided
+        );
     }
 }

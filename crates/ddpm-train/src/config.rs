@@ -26,7 +26,8 @@ use crate::{Result, TrainError};
 ///
 /// Each field `name: Type` (optionally `=> OverrideType`, which must convert `Into<Type>`)
 /// becomes `pub name: Type` of the settings struct and `--name <OverrideType>` of the
-/// overrides struct (a `clap::Args`), with the same doc comment as help text. The overrides
+/// overrides struct (a `clap::Args`), with the same doc comment as help text. An `#[arg(..)]`
+/// attribute goes to the override, a `#[serde(..)]` one (after it) to the settings field. The overrides
 /// get `apply` (sets every given field) and `given` (the flags that are set).
 macro_rules! settings {
     (
@@ -35,6 +36,7 @@ macro_rules! settings {
             $(
                 $(#[doc = $doc:literal])*
                 $(#[arg($($arg:tt)*)])?
+                $(#[serde($($serde:tt)*)])?
                 $field:ident : $ty:ty $(=> $oty:ty)?,
             )*
         }
@@ -42,7 +44,7 @@ macro_rules! settings {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         pub struct $name {
-            $( $(#[doc = $doc])* pub $field: $ty, )*
+            $( $(#[doc = $doc])* $(#[serde($($serde)*)])? pub $field: $ty, )*
         }
 
         #[doc = concat!("Command-line choices that change a [`", stringify!($name),
@@ -109,6 +111,14 @@ settings! {
         grad_clip: Option<f64> => GradClip,
         /// Random horizontal flips (true/false).
         hflip: bool,
+        /// Condition the network on the dataset's classes (true/false): MNIST's digits, an
+        /// image folder's class subfolders. Sample with --class and --guidance.
+        #[serde(default, skip_serializing_if = "is_false")]
+        conditional: bool,
+        /// Conditional runs: the fraction of labels replaced by "no class" in training, so
+        /// that one network also learns the unconditional output guidance needs.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        cond_drop: f64,
         /// Seed of initialisation, data order and noise.
         seed: u64,
     }
@@ -130,6 +140,16 @@ settings! {
         /// Folder of the dataset [default: data/mnist, data/anime-faces, or folder:PATH's].
         data_dir: Option<PathBuf> => PathBuf,
     }
+}
+
+/// Serde's test for leaving an off switch out of the JSON (older runs read the same).
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Serde's test for leaving a zero knob out of the JSON (older runs read the same).
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// `--channels`: comma-separated widths, e.g. `32,64,128,256`.
@@ -204,6 +224,9 @@ pub struct TrainingSpec {
     pub network: ModelConfig,
     /// Preview and final grid sampling (and the sampler's defaults for the run).
     pub sample: SampleSettings,
+    /// The class names a conditional run is trained on (absent for unconditional runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
 }
 
 /// A run's configuration, saved as `config.json`.
@@ -216,12 +239,15 @@ pub struct TrainConfig {
 }
 
 impl TrainingSpec {
-    /// Assembles the spec: checks the knobs and builds the network for the dataset's images.
+    /// Assembles the spec: checks the knobs and builds the network for the dataset's images
+    /// and, for a conditional recipe, its `classes` (see [`TrainingSpec::dataset_classes`]).
+    /// A conditional run's grids have one row per class.
     pub fn new(
         preset: &str,
         dataset: DatasetSpec,
         recipe: Recipe,
         mut sample: SampleSettings,
+        classes: Option<Vec<String>>,
     ) -> Result<Self> {
         if recipe.batch_size == 0 {
             return Err(TrainError::Config("--batch-size must be at least 1".into()));
@@ -241,6 +267,27 @@ impl TrainingSpec {
         if recipe.epochs == 0 {
             return Err(TrainError::Config("--epochs must be at least 1".into()));
         }
+        if !(0.0..1.0).contains(&recipe.cond_drop) {
+            return Err(TrainError::Config(format!(
+                "--cond-drop must be in [0, 1), got {}",
+                recipe.cond_drop
+            )));
+        }
+        if recipe.cond_drop > 0.0 && !recipe.conditional {
+            return Err(TrainError::Config(
+                "--cond-drop drops class labels, which only a --conditional true run has".into(),
+            ));
+        }
+        if recipe.conditional != classes.is_some() {
+            return Err(TrainError::Config(
+                "a conditional recipe needs the dataset's classes, an unconditional one none"
+                    .into(),
+            ));
+        }
+        let num_classes = classes.as_ref().map_or(0, Vec::len);
+        if num_classes > 0 {
+            sample.n = sample.nrow * num_classes;
+        }
         let [c, h, w] = dataset.image_dims();
         let network = ModelSpec {
             kind: recipe.model,
@@ -250,6 +297,7 @@ impl TrainingSpec {
             n_steps: recipe.n_steps,
             residual_from: ResidualFrom::Normalized,
             attn_resolutions: None,
+            num_classes,
         }
         .to_config()?;
         if let ddpm_diffusion::SamplerConfig::Ddim { steps, .. } = &mut sample.sampler {
@@ -269,7 +317,29 @@ impl TrainingSpec {
             recipe,
             network,
             sample,
+            classes,
         })
+    }
+
+    /// The classes a run of `recipe` on `dataset` (in `data_dir`, as the run control names it)
+    /// is conditioned on: `None` for an unconditional recipe; for a conditional one the
+    /// dataset's class names, or an error when it has none.
+    pub fn dataset_classes(
+        recipe: &Recipe,
+        dataset: &DatasetSpec,
+        data_dir: Option<&Path>,
+    ) -> Result<Option<Vec<String>>> {
+        if !recipe.conditional {
+            return Ok(None);
+        }
+        match dataset.class_names(data_dir)? {
+            Some(names) => Ok(Some(names)),
+            None => Err(TrainError::Config(format!(
+                "--conditional true needs labelled data, but the {} dataset has no classes: an \
+                 image folder needs its images in at least two class subfolders",
+                dataset.short_name()
+            ))),
+        }
     }
 
     /// What inference needs to rebuild and sample the trained network.
@@ -280,6 +350,7 @@ impl TrainingSpec {
             n_steps: self.recipe.n_steps,
             prediction: self.recipe.prediction,
             sample: self.sample,
+            classes: self.classes.clone(),
         }
     }
 
@@ -311,8 +382,10 @@ impl TrainConfig {
         let mut control = preset_values.control;
         overrides.control.apply(&mut control);
         control.validate()?;
+        let classes =
+            TrainingSpec::dataset_classes(&recipe, &dataset, control.data_dir.as_deref())?;
         Ok(TrainConfig {
-            spec: TrainingSpec::new(preset, dataset, recipe, preset_values.sample)?,
+            spec: TrainingSpec::new(preset, dataset, recipe, preset_values.sample, classes)?,
             control,
         })
     }
@@ -326,8 +399,16 @@ impl TrainConfig {
         overrides.control.apply(&mut control);
         control.validate()?;
         let spec = &saved.spec;
+        let classes =
+            TrainingSpec::dataset_classes(&recipe, &spec.dataset, control.data_dir.as_deref())?;
         Ok(TrainConfig {
-            spec: TrainingSpec::new(&spec.preset, spec.dataset.clone(), recipe, spec.sample)?,
+            spec: TrainingSpec::new(
+                &spec.preset,
+                spec.dataset.clone(),
+                recipe,
+                spec.sample,
+                classes,
+            )?,
             control,
         })
     }

@@ -37,4 +37,4 @@ pub use optim::{Adam, AdamState, clip_grad_norm, learning_rate, optimizer_step};
 pub use presets::{DefaultData, PRESETS, Preset};
 pub use run::{RunOptions, RunSummary, train};
 pub use state::{OPTIMIZER_FILE, STATE_FILE, TrainingState};
-pub use trainer::Trainer;
+pub use trainer::{Batch, Trainer};

@@ -21,7 +21,9 @@ pub fn draw_t_eps(noise: &mut NoiseRng, x0: &Tensor, n_steps: usize) -> Result<(
 
 /// The simple DDPM loss (Ho et al., eq. 14) for given t and ε: noises `x0` to x_t and returns
 /// the mean squared error between the network's output at (x_t, t) and what it predicts
-/// (`prediction`'s target: ε for ε-prediction) over all elements, in training mode.
+/// (`prediction`'s target: ε for ε-prediction) over all elements, in training mode. A
+/// class-conditional network gets each image's label in `classes` (the "no class" label for
+/// dropped ones).
 pub fn diffusion_loss_given(
     model: &Model,
     schedule: &Schedule,
@@ -29,9 +31,13 @@ pub fn diffusion_loss_given(
     x0: &Tensor,
     t: &Tensor,
     eps: &Tensor,
+    classes: Option<&Tensor>,
 ) -> Result<Tensor> {
     let x_t = schedule.add_noise(x0, t, eps)?;
-    let output = model.forward(&x_t, t, true)?;
+    let output = match classes {
+        Some(labels) => model.forward_classes(&x_t, t, labels, true)?,
+        None => model.forward(&x_t, t, true)?,
+    };
     let target = prediction.target(schedule, x0, eps, t)?;
     Ok((output - target)?.sqr()?.mean_all()?)
 }
@@ -44,5 +50,5 @@ pub fn diffusion_loss(
     noise: &mut NoiseRng,
 ) -> Result<Tensor> {
     let (t, eps) = draw_t_eps(noise, x0, schedule.n_steps())?;
-    diffusion_loss_given(model, schedule, Prediction::Epsilon, x0, &t, &eps)
+    diffusion_loss_given(model, schedule, Prediction::Epsilon, x0, &t, &eps, None)
 }

@@ -70,6 +70,8 @@ impl Preset {
                 lr_schedule: LrSchedule::Constant,
                 grad_clip: None,
                 hflip: false,
+                conditional: false,
+                cond_drop: 0.0,
                 seed: 0,
             },
             control: RunControl {

@@ -50,11 +50,11 @@ pub struct RunSummary {
 /// writes files.
 pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary> {
     let mut trainer = Trainer::new(config, options)?;
-    while let Some(x0) = trainer.next_batch()? {
+    while let Some(batch) = trainer.next_batch()? {
         if trainer.stop_requested()? {
             return trainer.finish(true);
         }
-        trainer.step(&x0)?;
+        trainer.step(&batch)?;
         trainer.after_step()?;
     }
     trainer.finish(false)

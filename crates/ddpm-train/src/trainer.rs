@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use candle_core::{DType, Tensor};
 use ddpm_data::{Batches, EpochPlan, ImageSet, batch_tensor};
-use ddpm_diffusion::{GenerateOptions, NoiseRng, NoiseRngState, Schedule, generate};
+use ddpm_diffusion::{
+    GenerateOptions, Guidance, NoiseRng, NoiseRngState, Schedule, class_rows, generate,
+};
 use ddpm_dist::{Backend, Collective};
 use ddpm_image::{grid, save_image, to_u8};
 use ddpm_run::checkpoint::{self, CONFIG_FILE, EMA_FILE, MODEL_FILE, Snapshot};
@@ -31,6 +33,19 @@ const PREVIEW_SEED_OFFSET: u64 = 0x5A4D_504C;
 /// rank 0 draws what a single-process run draws.
 fn rank_seed(seed: u64, rank: usize) -> u64 {
     seed.wrapping_add((rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// Resolution of the label-dropout draw: a label is dropped when its uniform draw in
+/// 0..2^24 falls below `cond_drop · 2^24`.
+const DROP_RESOLUTION: u32 = 1 << 24;
+
+/// One batch of training data: clean images and, in a conditional run, their labels.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Clean images x0, (B, C, H, W) in [-1, 1].
+    pub images: Tensor,
+    /// The class label of each image (u32, (B)) in a conditional run.
+    pub classes: Option<Tensor>,
 }
 
 /// The loss and throughput since the last log line.
@@ -56,6 +71,8 @@ pub struct Trainer<'a> {
     config: &'a TrainConfig,
     options: &'a RunOptions,
     images: ImageSet,
+    /// Each image's class label, in a conditional run.
+    labels: Option<Vec<u32>>,
     batches: Batches,
     plan: EpochPlan,
     schedule: Schedule,
@@ -114,10 +131,21 @@ impl<'a> Trainer<'a> {
             }
         }
 
-        let images = spec
+        let dataset = spec
             .dataset
-            .load(control.data_dir.as_deref(), &options.cache_dir)?
-            .images;
+            .load(control.data_dir.as_deref(), &options.cache_dir)?;
+        let labels = match (&spec.classes, dataset.classes) {
+            (None, _) => None,
+            (Some(want), Some(found)) if found.names == *want => Some(found.labels),
+            (Some(want), found) => {
+                return Err(TrainError::Config(format!(
+                    "the run is conditioned on the classes {want:?}, but the data found now \
+                     has {}: point --data-dir at the run's data",
+                    found.map_or("none".to_string(), |c| format!("{:?}", c.names))
+                )));
+            }
+        };
+        let images = dataset.images;
         let want = spec.network.image();
         if [images.channels(), images.height(), images.width()] != want.dims() {
             return Err(TrainError::Config(format!(
@@ -164,6 +192,7 @@ impl<'a> Trainer<'a> {
             options,
             plan: batches.epoch(0),
             images,
+            labels,
             batches,
             schedule: Schedule::new(recipe.schedule, recipe.n_steps, device)?,
             ema: (recipe.ema > 0.0)
@@ -244,25 +273,52 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    /// The next batch of clean images, or `None` once the run is over (its epochs done or
-    /// its step budget spent).
-    pub fn next_batch(&mut self) -> Result<Option<Tensor>> {
+    /// The next batch of clean images (with their labels in a conditional run), or `None`
+    /// once the run is over (its epochs done or its step budget spent).
+    pub fn next_batch(&mut self) -> Result<Option<Batch>> {
         let recipe = &self.config.spec.recipe;
         if self.state.step >= self.total || self.state.epoch >= recipe.epochs {
             return Ok(None);
         }
+        let device = &self.options.device;
         let (indices, flips) = self.plan.batch(self.state.batch_in_epoch);
-        Ok(Some(batch_tensor(
-            &self.images,
-            indices,
-            flips,
-            &self.options.device,
-        )?))
+        let classes = match &self.labels {
+            Some(labels) => {
+                let batch: Vec<u32> = indices.iter().map(|&i| labels[i]).collect();
+                Some(Tensor::new(batch.as_slice(), device)?)
+            }
+            None => None,
+        };
+        Ok(Some(Batch {
+            images: batch_tensor(&self.images, indices, flips, device)?,
+            classes,
+        }))
     }
 
-    /// One optimizer step on `x0` at the scheduled learning rate; returns the loss (the mean
+    /// A conditional batch's labels with each replaced by "no class" with probability
+    /// `cond_drop`, drawn from the training noise after t and ε (nothing is drawn when
+    /// `cond_drop` is 0, so that the stream is that of a run without label dropout).
+    fn drop_labels(&mut self, classes: &Tensor) -> Result<Tensor> {
+        let p = self.config.spec.recipe.cond_drop;
+        if p == 0.0 {
+            return Ok(classes.clone());
+        }
+        let none = self.model.num_classes() as u32;
+        let threshold = (p * f64::from(DROP_RESOLUTION)) as u32;
+        let draws = self.noise.uniform_indices(classes.dim(0)?, DROP_RESOLUTION);
+        let kept: Vec<u32> = classes
+            .to_vec1::<u32>()?
+            .into_iter()
+            .zip(draws)
+            .map(|(label, u)| if u < threshold { none } else { label })
+            .collect();
+        Ok(Tensor::new(kept.as_slice(), classes.device())?)
+    }
+
+    /// One optimizer step on `batch` at the scheduled learning rate; returns the loss (the mean
     /// over ranks). A non-finite loss stops the run before anything is updated.
-    pub fn step(&mut self, x0: &Tensor) -> Result<f32> {
+    pub fn step(&mut self, batch: &Batch) -> Result<f32> {
+        let x0 = &batch.images;
         let recipe = &self.config.spec.recipe;
         // The LR curve spans the planned epochs, not --max-steps, so that stopping early and
         // resuming follows exactly the curve of an uninterrupted run.
@@ -274,8 +330,20 @@ impl<'a> Trainer<'a> {
             recipe.lr_schedule,
         );
         let (t, eps) = draw_t_eps(&mut self.noise, x0, recipe.n_steps)?;
-        let loss =
-            diffusion_loss_given(&self.model, &self.schedule, recipe.prediction, x0, &t, &eps)?;
+        let classes = match &batch.classes {
+            Some(c) => Some(self.drop_labels(c)?),
+            None => None,
+        };
+        let recipe = &self.config.spec.recipe;
+        let loss = diffusion_loss_given(
+            &self.model,
+            &self.schedule,
+            recipe.prediction,
+            x0,
+            &t,
+            &eps,
+            classes.as_ref(),
+        )?;
         let mut value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         if let Some(c) = self.collective.as_deref_mut() {
             value = c.mean_scalar(value)?;
@@ -464,12 +532,18 @@ impl<'a> Trainer<'a> {
             None => &self.model,
         };
         let settings = spec.sample;
+        // A conditional run's grid has one row per class.
+        let guidance = spec.classes.as_ref().map(|names| Guidance {
+            classes: class_rows(&(0..names.len() as u32).collect::<Vec<_>>(), settings.nrow),
+            scale: settings.guidance,
+        });
         let options = GenerateOptions {
             n: settings.n,
             image: spec.network.image().dims(),
             batch_size: settings.n,
             sampler: settings.sampler,
             prediction: spec.recipe.prediction,
+            guidance,
         };
         let mut noise = NoiseRng::new(spec.recipe.seed.wrapping_add(PREVIEW_SEED_OFFSET));
         let x0 = generate(

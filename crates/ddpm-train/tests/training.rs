@@ -393,9 +393,16 @@ fn two_ranks_with_half_batches_step_like_one_rank_with_the_whole_batch() {
         let model = Model::new(&cfg.spec.network, &Device::Cpu, 0).unwrap();
         let params = model.trainable();
         let mut adam = Adam::new(params.clone(), 0.0).unwrap();
-        let loss =
-            ddpm_train::diffusion_loss_given(&model, &schedule, Prediction::Epsilon, x0, t, eps)
-                .unwrap();
+        let loss = ddpm_train::diffusion_loss_given(
+            &model,
+            &schedule,
+            Prediction::Epsilon,
+            x0,
+            t,
+            eps,
+            None,
+        )
+        .unwrap();
         optimizer_step(
             &params,
             loss.backward().unwrap(),

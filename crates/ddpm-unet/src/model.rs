@@ -116,7 +116,11 @@ impl Model {
                 x.dim(0)?
             );
         }
-        if let Some(bad) = labels.to_vec1::<u32>()?.into_iter().find(|&l| l as usize > n) {
+        if let Some(bad) = labels
+            .to_vec1::<u32>()?
+            .into_iter()
+            .find(|&l| l as usize > n)
+        {
             candle_core::bail!(
                 "class label {bad} is out of range: the network knows {n} classes (0..{}), and \
                  {n} means no class",

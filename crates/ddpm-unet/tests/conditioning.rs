@@ -47,8 +47,11 @@ fn labels_change_the_output_and_the_no_class_label_is_the_unconditional_output()
         let model = Model::new(&config, &Device::Cpu, 5).unwrap();
         assert_eq!(model.num_classes(), 4, "{name}");
         assert!(
-            model.trainable().iter().any(|(n, v)| n == "class_embed.weight"
-                && v.dims() == [5, if name == "res" { 16 } else { 32 }]),
+            model
+                .trainable()
+                .iter()
+                .any(|(n, v)| n == "class_embed.weight"
+                    && v.dims() == [5, if name == "res" { 16 } else { 32 }]),
             "{name}: a row per class and one for no class"
         );
         // The modern UNet's zero-initialised output conv makes every output 0 until it trains:
@@ -61,29 +64,57 @@ fn labels_change_the_output_and_the_no_class_label_is_the_unconditional_output()
         }
         let (x, t) = inputs();
         let label = |l: [u32; 3]| Tensor::new(&l, &Device::Cpu).unwrap();
-        let a = model.forward_classes(&x, &t, &label([0, 1, 2]), false).unwrap();
-        let b = model.forward_classes(&x, &t, &label([3, 1, 2]), false).unwrap();
-        assert!(max_abs_diff(&a.get(0).unwrap(), &b.get(0).unwrap()) > 1e-4, "{name}");
-        assert_eq!(max_abs_diff(&a.get(1).unwrap(), &b.get(1).unwrap()), 0.0, "{name}");
-        let none = model.forward_classes(&x, &t, &label([4, 4, 4]), false).unwrap();
+        let a = model
+            .forward_classes(&x, &t, &label([0, 1, 2]), false)
+            .unwrap();
+        let b = model
+            .forward_classes(&x, &t, &label([3, 1, 2]), false)
+            .unwrap();
+        assert!(
+            max_abs_diff(&a.get(0).unwrap(), &b.get(0).unwrap()) > 1e-4,
+            "{name}"
+        );
+        assert_eq!(
+            max_abs_diff(&a.get(1).unwrap(), &b.get(1).unwrap()),
+            0.0,
+            "{name}"
+        );
+        let none = model
+            .forward_classes(&x, &t, &label([4, 4, 4]), false)
+            .unwrap();
         let unconditional = model.forward(&x, &t, false).unwrap();
         assert_eq!(max_abs_diff(&none, &unconditional), 0.0, "{name}");
         assert_eq!(
-            max_abs_diff(&model.predict(&x, &t.to_dtype(candle_core::DType::F32).unwrap()).unwrap(), &none),
+            max_abs_diff(
+                &model
+                    .predict(&x, &t.to_dtype(candle_core::DType::F32).unwrap())
+                    .unwrap(),
+                &none
+            ),
             0.0,
             "{name}: the Denoiser's plain prediction is the unconditional one"
         );
         let guided = model
-            .predict_classes(&x, &t.to_dtype(candle_core::DType::F32).unwrap(), &label([0, 1, 2]))
+            .predict_classes(
+                &x,
+                &t.to_dtype(candle_core::DType::F32).unwrap(),
+                &label([0, 1, 2]),
+            )
             .unwrap();
         assert_eq!(max_abs_diff(&guided, &a), 0.0, "{name}");
         let err = model
             .forward_classes(&x, &t, &label([0, 5, 1]), false)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("class label 5 is out of range"), "{name}: {err}");
+        assert!(
+            err.contains("class label 5 is out of range"),
+            "{name}: {err}"
+        );
         let short = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
-        assert!(model.forward_classes(&x, &t, &short, false).is_err(), "{name}");
+        assert!(
+            model.forward_classes(&x, &t, &short, false).is_err(),
+            "{name}"
+        );
     }
 }
 
@@ -106,9 +137,18 @@ fn the_class_embedding_trains_only_on_the_rows_it_was_given() {
             .1;
         // Row r's gradient magnitude (the modern UNet's output conv is zero at init, so only
         // the residual UNet's is non-zero after one backward pass; both have one).
-        let g = grads.get(table.as_tensor()).expect("a gradient reaches the class embedding");
+        let g = grads
+            .get(table.as_tensor())
+            .expect("a gradient reaches the class embedding");
         let row_norm = |r: usize| -> f32 {
-            g.get(r).unwrap().abs().unwrap().sum_all().unwrap().to_scalar().unwrap()
+            g.get(r)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap()
         };
         for unused in [0, 2, 3] {
             assert_eq!(row_norm(unused), 0.0, "{name}: row {unused} was not used");
@@ -125,10 +165,20 @@ fn unconditional_networks_refuse_labels() {
     let (name, config) = configs.remove(1);
     let model = Model::new(&config, &Device::Cpu, 1).unwrap();
     assert_eq!(model.num_classes(), 0);
-    assert!(!model.trainable().iter().any(|(n, _)| n.starts_with("class_embed")));
+    assert!(
+        !model
+            .trainable()
+            .iter()
+            .any(|(n, _)| n.starts_with("class_embed"))
+    );
     let (x, t) = inputs();
     let err = model
-        .forward_classes(&x, &t, &Tensor::new(&[0u32, 0, 0], &Device::Cpu).unwrap(), false)
+        .forward_classes(
+            &x,
+            &t,
+            &Tensor::new(&[0u32, 0, 0], &Device::Cpu).unwrap(),
+            false,
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains("not class-conditional"), "{name}: {err}");

@@ -10,11 +10,11 @@ use candle_core::{DType, Tensor};
 use clap::Parser;
 use ddpm_diffusion::sampler::Spacing;
 use ddpm_diffusion::{
-    BetaKind, GenerateOptions, NoiseRng, Prediction, SamplerChoices, SamplerConfig, Schedule,
-    Variance, generate,
+    BetaKind, GenerateOptions, Guidance, NoiseRng, Prediction, SamplerChoices, SamplerConfig,
+    Schedule, Variance, class_rows, generate,
 };
 use ddpm_image::{Trajectory, grid, save_image, to_u8};
-use ddpm_run::{SampleSettings, checkpoint};
+use ddpm_run::{ClassChoice, NO_GUIDANCE, SampleSettings, checkpoint};
 use ddpm_unet::{ImageShape, Model, ModelKind, ModelSpec, ResidualFrom};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -82,7 +82,16 @@ struct Args {
     /// DDIM timestep spacing: even (ours, both ends) | leading | trailing | linspace (diffusers')
     #[arg(long)]
     spacing: Option<Spacing>,
-    /// Number of images [default: the run's grid size, else 81].
+    /// Class-conditional runs: the class to draw (label or name), a comma-separated list of
+    /// classes (one grid row of --nrow images each), or `all` (a row per class, the default).
+    #[arg(long)]
+    class: Option<String>,
+    /// Class-conditional runs: classifier-free guidance scale w (0 = unconditional, 1 = plain
+    /// conditional, higher = more typical of the class) [default: the run's].
+    #[arg(long)]
+    guidance: Option<f64>,
+    /// Number of images [default: the run's grid size, else 81; with a list of classes, one
+    /// row per class].
     #[arg(long)]
     n: Option<usize>,
     /// Images per grid row [default: the run's, else 9].
@@ -144,7 +153,45 @@ impl Args {
             n: self.n.unwrap_or(defaults.n),
             nrow: self.nrow.unwrap_or(defaults.nrow),
             sampler: defaults.sampler.with(&choices)?,
+            guidance: self.guidance.unwrap_or(defaults.guidance),
         })
+    }
+
+    /// The class of every image and the guidance scale for a run conditioned on `classes`
+    /// (`None` for an unconditional run), with the number of images that makes.
+    fn guidance(
+        &self,
+        classes: Option<&[String]>,
+        settings: &SampleSettings,
+    ) -> Result<(usize, Option<Guidance>)> {
+        let Some(names) = classes else {
+            if self.class.is_some() || self.guidance.is_some() {
+                bail!(
+                    "--class and --guidance need a class-conditional run; this one has no classes"
+                );
+            }
+            return Ok((settings.n, None));
+        };
+        let choice = ClassChoice::parse(self.class.as_deref().unwrap_or("all"), names)?;
+        let (n, labels) = match choice {
+            ClassChoice::One(class) => (settings.n, vec![class; settings.n]),
+            ClassChoice::Rows(list) => {
+                if let Some(n) = self.n {
+                    bail!(
+                        "--n {n} conflicts with a list of classes: each class fills one row of \
+                         --nrow images (choose --nrow, or a single --class)"
+                    );
+                }
+                (list.len() * settings.nrow, class_rows(&list, settings.nrow))
+            }
+        };
+        Ok((
+            n,
+            Some(Guidance {
+                classes: labels,
+                scale: settings.guidance,
+            }),
+        ))
     }
 }
 
@@ -156,6 +203,7 @@ const REFERENCE_SAMPLING: SampleSettings = SampleSettings {
         variance: Variance::Beta,
         clip_x0: false,
     },
+    guidance: NO_GUIDANCE,
 };
 
 /// The most recently modified run directory under `runs/` that has a checkpoint.
@@ -190,7 +238,7 @@ fn main() {
 
 fn run(args: &Args) -> Result<()> {
     let device = ddpm_run::select_device(args.device.as_deref())?;
-    let (model, schedule, prediction, defaults, default_out) = match &args.weights {
+    let (model, schedule, prediction, defaults, default_out, classes) = match &args.weights {
         Some(weights) => {
             let spec = ModelSpec {
                 kind: args.model,
@@ -221,6 +269,7 @@ fn run(args: &Args) -> Result<()> {
                 Prediction::Epsilon,
                 REFERENCE_SAMPLING,
                 PathBuf::from("samples"),
+                None,
             )
         }
         None => {
@@ -244,16 +293,21 @@ fn run(args: &Args) -> Result<()> {
                 manifest.prediction,
                 manifest.sample,
                 samples,
+                manifest.classes,
             )
         }
     };
     let settings = args.settings(defaults)?;
-    let SampleSettings { n, nrow, sampler } = settings;
+    let SampleSettings { nrow, sampler, .. } = settings;
+    let (n, guidance) = args.guidance(classes.as_deref(), &settings)?;
     if nrow == 0 || !n.is_multiple_of(nrow) {
         bail!("--n {n} does not fill rows of --nrow {nrow}: choose n as a multiple of nrow");
     }
+    let guided = guidance
+        .as_ref()
+        .map_or(String::new(), |g| format!(", guidance {}", g.scale));
     eprintln!(
-        "{n} images with {}{}",
+        "{n} images with {}{guided}{}",
         sampler,
         if settings == defaults {
             " (the run's own settings)"
@@ -286,6 +340,7 @@ fn run(args: &Args) -> Result<()> {
         batch_size: args.batch_size,
         sampler,
         prediction,
+        guidance,
     };
     let steps = sampler.build(&schedule, prediction)?.timesteps().len();
     let batches = n.div_ceil(args.batch_size.max(1));

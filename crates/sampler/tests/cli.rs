@@ -18,17 +18,21 @@ fn temp(name: &str) -> PathBuf {
 
 /// A run directory holding one checkpoint of a tiny reference UNet (seeded weights: the
 /// sampler's behaviour does not depend on how well it was trained), sampled by default with
-/// `sampler`.
-fn run_with(dir: &Path, sampler: SamplerConfig) -> PathBuf {
+/// `sampler`; with `classes`, a tiny residual UNet conditioned on them.
+fn run_with(dir: &Path, sampler: SamplerConfig, classes: &[&str]) -> PathBuf {
     let model = ModelSpec {
-        kind: ModelKind::Ref,
+        kind: if classes.is_empty() {
+            ModelKind::Ref
+        } else {
+            ModelKind::Res
+        },
         image: ImageShape::MNIST,
         channels: vec![4, 8],
         pe_dim: 8,
         n_steps: 20,
         residual_from: ResidualFrom::Normalized,
         attn_resolutions: None,
-        num_classes: 0,
+        num_classes: classes.len(),
     }
     .to_config()
     .unwrap();
@@ -41,9 +45,13 @@ fn run_with(dir: &Path, sampler: SamplerConfig) -> PathBuf {
             n: 81,
             nrow: 9,
             sampler,
-            guidance: ddpm_run::NO_GUIDANCE,
+            guidance: if classes.is_empty() {
+                ddpm_run::NO_GUIDANCE
+            } else {
+                2.0
+            },
         },
-        classes: None,
+        classes: (!classes.is_empty()).then(|| classes.iter().map(|c| c.to_string()).collect()),
     };
     let weights = |seed| -> std::collections::HashMap<_, _> {
         let net = Model::new(&model, &Device::Cpu, seed).unwrap();
@@ -68,6 +76,7 @@ fn tiny_run(dir: &Path) -> PathBuf {
             variance: Variance::Beta,
             clip_x0: false,
         },
+        &[],
     )
 }
 
@@ -308,7 +317,7 @@ fn pytorch_reference_weights_sample_directly() {
 fn a_run_is_sampled_with_its_own_settings_unless_told_otherwise() {
     let dir = temp("defaults");
     let own = SamplerConfig::ddim(4, 0.0, true);
-    let run = run_with(&dir, own);
+    let run = run_with(&dir, own, &[]);
     let run_s = run.to_str().unwrap();
     let png = |name: &str| dir.join(name).to_str().unwrap().to_string();
     ok(&["--checkpoint", run_s, "--out", &png("default.png")]);
@@ -377,4 +386,83 @@ fn every_sampler_runs_from_the_command_line() {
         let img = image::open(&out).unwrap();
         assert_eq!((img.width(), img.height()), (84, 84), "{args:?}");
     }
+}
+
+#[test]
+fn a_conditional_run_draws_the_requested_classes() {
+    let dir = temp("conditional");
+    let run = run_with(
+        &dir,
+        SamplerConfig::ddim(5, 0.0, false),
+        &["cat", "dog", "owl"],
+    );
+    let run_s = run.to_str().unwrap();
+    let png = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let size = |name: &str| image::image_dimensions(dir.join(name)).unwrap();
+    // By default one row of --nrow images per class.
+    ok(&[
+        "--checkpoint",
+        run_s,
+        "--out",
+        &png("all.png"),
+        "--nrow",
+        "4",
+    ]);
+    assert_eq!(size("all.png"), (4 * 28, 3 * 28));
+    // A list: its classes in rows, in the order given.
+    ok(&[
+        "--checkpoint",
+        run_s,
+        "--out",
+        &png("two.png"),
+        "--nrow",
+        "2",
+        "--class",
+        "owl,0",
+    ]);
+    assert_eq!(size("two.png"), (2 * 28, 2 * 28));
+    // One class for every image, by label or by name: the same images.
+    let one = [
+        "--checkpoint",
+        run_s,
+        "--n",
+        "6",
+        "--nrow",
+        "3",
+        "--guidance",
+        "4",
+    ];
+    ok(&[&one[..], &["--class", "1", "--out", &png("one.png")]].concat());
+    ok(&[&one[..], &["--class", "dog", "--out", &png("dog.png")]].concat());
+    assert_eq!(size("one.png"), (3 * 28, 2 * 28));
+    assert_eq!(
+        std::fs::read(dir.join("one.png")).unwrap(),
+        std::fs::read(dir.join("dog.png")).unwrap()
+    );
+    // The guidance scale changes the images.
+    ok(&[
+        &one[..6],
+        &["--guidance", "0", "--class", "1", "--out", &png("w0.png")],
+    ]
+    .concat());
+    assert_ne!(
+        std::fs::read(dir.join("one.png")).unwrap(),
+        std::fs::read(dir.join("w0.png")).unwrap()
+    );
+    fails_with(
+        &["--checkpoint", run_s, "--class", "bird"],
+        "unknown class `bird`",
+    );
+    fails_with(&["--checkpoint", run_s, "--class", "3"], "cat, dog, owl");
+    fails_with(
+        &["--checkpoint", run_s, "--class", "0,1", "--n", "4"],
+        "conflicts with a list",
+    );
+    fails_with(&["--checkpoint", run_s, "--guidance=-1"], "guidance scale");
+    // An unconditional run takes no class.
+    let plain = tiny_run(&temp("unconditional"));
+    fails_with(
+        &["--checkpoint", plain.to_str().unwrap(), "--class", "1"],
+        "need a class-conditional run",
+    );
 }
