@@ -4,6 +4,7 @@
 //! the machine and the wall time.
 
 mod arms;
+mod guidance;
 mod report;
 mod sweep;
 
@@ -58,10 +59,10 @@ pub struct Args {
     /// cpu | cuda | cuda:N
     #[arg(long)]
     pub device: Option<String>,
-    /// samplers: the trained run (or checkpoint) to sample.
+    /// samplers, guidance: the trained run (or checkpoint) to sample.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
-    /// samplers: samples per point [default: 1000].
+    /// samplers, guidance: samples per point [default: 1000].
     #[arg(long)]
     pub samples: Option<usize>,
 }
@@ -198,13 +199,20 @@ impl Lab {
         let dir = checkpoint::latest(&trained.run)?;
         let loaded = checkpoint::load_model(&dir, &self.device, ema)?;
         let schedule = loaded.manifest.schedule(&self.device)?;
-        self.score_model(&loaded.model, &schedule, sampler, label)
+        self.score_model(
+            &loaded.model,
+            &schedule,
+            loaded.manifest.prediction,
+            sampler,
+            label,
+        )
     }
 
     fn score_model(
         &self,
         model: &Model,
         schedule: &Schedule,
+        prediction: ddpm_diffusion::Prediction,
         sampler: SamplerConfig,
         label: &str,
     ) -> Result<Scored> {
@@ -213,7 +221,7 @@ impl Lab {
             image: model.config().image().dims(),
             batch_size: 81,
             sampler,
-            prediction: ddpm_diffusion::Prediction::Epsilon,
+            prediction,
             guidance: None,
         };
         let started = Instant::now();

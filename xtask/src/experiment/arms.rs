@@ -22,6 +22,9 @@ pub enum Experiment {
     Ema,
     /// Why the reference UNet gives all-black / all-white samples: one change at a time.
     Failure,
+    /// One class-conditional run (--checkpoint) at guidance scales 0-8: per-digit accuracy
+    /// and Fréchet distance, at least 1,000 samples per scale.
+    Guidance,
 }
 
 impl Experiment {
@@ -33,6 +36,7 @@ impl Experiment {
             Experiment::Architectures => "architectures",
             Experiment::Ema => "ema",
             Experiment::Failure => "failure",
+            Experiment::Guidance => "guidance",
         }
     }
 }
@@ -136,6 +140,12 @@ pub fn run(args: &super::Args, lab: &Lab) -> Result<String> {
                  run, or better)",
             )?;
             return super::sweep::run(lab, args, run, args.samples.unwrap_or(1000));
+        }
+        Experiment::Guidance => {
+            let run = args.checkpoint.as_deref().context(
+                "the guidance experiment samples a class-conditional run: pass --checkpoint RUN",
+            )?;
+            return super::guidance::run(lab, args, run, args.samples.unwrap_or(1000));
         }
         Experiment::Steps => {
             intro = "The residual UNet ([10,20,40,80], pe_dim 128) trained identically with T = 100 and T = 1000 (the reference's unscaled linear β schedule in both), sampled with T-step DDPM (σ² = β).";

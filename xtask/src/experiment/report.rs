@@ -45,16 +45,20 @@ pub fn write(path: &Path, args: &Args, scale: &Scale, body: &str, wall_s: f64) -
     let steps = args
         .steps
         .map_or(String::new(), |s| format!(" --steps {s}"));
-    if args.name == super::Experiment::Samplers {
+    if matches!(
+        args.name,
+        super::Experiment::Samplers | super::Experiment::Guidance
+    ) {
         let text = format!(
-            "# Experiment: samplers\n\n\
-             Command: `cargo xtask experiment samplers --checkpoint {run} --samples {n}`  \n\
+            "# Experiment: {name}\n\n\
+             Command: `cargo xtask experiment {name} --checkpoint {run} --samples {n}`  \n\
              Machine: {machine}; {date}; wall time {minutes:.1} min.\n\n{body}\n",
             run = args
                 .checkpoint
                 .as_deref()
                 .unwrap_or(Path::new("RUN"))
                 .display(),
+            name = args.name.slug(),
             n = args.samples.unwrap_or(1000),
             machine = machine(),
             date = today(),

@@ -109,20 +109,36 @@ struct Point {
 }
 
 /// The points measured so far, by label.
-type Measured = std::collections::BTreeMap<String, Point>;
+pub(super) type Measured<P> = std::collections::BTreeMap<String, P>;
 
-fn read_points(path: &Path) -> Measured {
+/// The points cached at `path` (none when it is absent or unreadable).
+pub(super) fn read_points<P: serde::de::DeserializeOwned>(path: &Path) -> Measured<P> {
     std::fs::read_to_string(path)
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_default()
 }
 
+/// Writes the cache of points.
+pub(super) fn write_points<P: serde::Serialize>(path: &Path, points: &Measured<P>) -> Result<()> {
+    let text = serde_json::to_string_pretty(points).expect("points serialise");
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Registers the committed font as the plots' "sans-serif".
+pub(super) fn register_plot_font() -> Result<()> {
+    static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
+    plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+        .map_err(|_| anyhow::anyhow!("cannot load the plot font"))
+}
+
 /// The model under test.
-struct Subject {
-    model: Model,
-    schedule: Schedule,
-    prediction: Prediction,
+pub(super) struct Subject {
+    pub model: Model,
+    pub schedule: Schedule,
+    pub prediction: Prediction,
+    /// The run's own sampler.
+    pub sampler: SamplerConfig,
 }
 
 impl Lab {
@@ -137,7 +153,7 @@ impl Lab {
         label: &str,
     ) -> Result<Point> {
         let cache = self.figures.join("points.json");
-        let mut measured = read_points(&cache);
+        let mut measured = read_points::<Point>(&cache);
         if let Some(p) = measured.get(label).filter(|p| p.n == n && p.seed == seed) {
             eprintln!(
                 "[{label}] reusing Fréchet {:.1} from {}",
@@ -193,9 +209,7 @@ impl Lab {
             seconds,
         };
         measured.insert(label.to_string(), point.clone());
-        let text = serde_json::to_string_pretty(&measured).expect("points serialise");
-        std::fs::write(&cache, text)
-            .with_context(|| format!("cannot write {}", cache.display()))?;
+        write_points(&cache, &measured)?;
         Ok(point)
     }
 }
@@ -213,6 +227,7 @@ pub(super) fn run(lab: &Lab, args: &Args, run: &Path, n: usize) -> Result<String
         schedule: manifest.schedule(&lab.device)?,
         model: loaded.model,
         prediction: manifest.prediction,
+        sampler: manifest.sample.sampler,
     };
     let t = manifest.n_steps;
     // The quality bar: DDPM over all T, with the run's own variance and clipping when its
@@ -371,9 +386,7 @@ impl Report<'_> {
 /// Fréchet distance against evaluations (both log scale), one line per family, with DDPM-T, its
 /// 10% band and the real-vs-real floor as horizontal lines.
 fn plot(path: &Path, rows: &[(&Family, Vec<Point>)], ddpm: &Point, t: usize) -> Result<()> {
-    static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
-    plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
-        .map_err(|_| anyhow::anyhow!("cannot load the plot font"))?;
+    register_plot_font()?;
     let top = rows
         .iter()
         .flat_map(|(_, p)| p.iter().map(|p| p.frechet))
