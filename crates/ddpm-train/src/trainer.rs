@@ -165,7 +165,7 @@ impl<'a> Trainer<'a> {
             plan: batches.epoch(0),
             images,
             batches,
-            schedule: Schedule::new(recipe.schedule, recipe.n_steps, device)?,
+            schedule: spec.schedule(device)?,
             ema: (recipe.ema > 0.0)
                 .then(|| Ema::new(&params, recipe.ema))
                 .transpose()?,
@@ -273,9 +273,9 @@ impl<'a> Trainer<'a> {
             self.planned,
             recipe.lr_schedule,
         );
-        let (t, eps) = draw_t_eps(&mut self.noise, x0, recipe.n_steps)?;
-        let loss =
-            diffusion_loss_given(&self.model, &self.schedule, recipe.prediction, x0, &t, &eps)?;
+        let (t, eps) = draw_t_eps(&mut self.noise, x0, recipe.n_steps, recipe.offset_noise)?;
+        let objective = recipe.objective();
+        let loss = diffusion_loss_given(&self.model, &self.schedule, &objective, x0, &t, &eps)?;
         let mut value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         if let Some(c) = self.collective.as_deref_mut() {
             value = c.mean_scalar(value)?;
