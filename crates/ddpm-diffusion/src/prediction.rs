@@ -11,9 +11,10 @@ use crate::{Result, Schedule};
 /// Every sampler reads the network output through [`Prediction::eps`] and [`Prediction::x0`]
 /// (or [`Prediction::eps_at`] and [`Prediction::x0_at`] at a noise level between timesteps),
 /// and the training loss compares it with [`Prediction::target`], so a network trained for any
-/// target runs with any sampler. A new target is one variant here plus one match arm in each of
-/// those conversions: they receive x_t and ᾱ_t (per sample in [`Prediction::target`]), all
-/// that the ε-, v- and x0-parametrisations need.
+/// target runs with any sampler; [`Prediction::min_snr_weight`] gives its Min-SNR loss weight. A
+/// new target is one variant here plus one match arm in each of those functions: they receive
+/// x_t and ᾱ_t (per sample in [`Prediction::target`]), all that the ε-, v- and
+/// x0-parametrisations need.
 ///
 /// With a = sqrt(ᾱ_t) and b = sqrt(1-ᾱ_t), so that x_t = a·x0 + b·ε, the three targets are
 /// ε, v = a·ε - b·x0 and x0 itself.
@@ -100,16 +101,46 @@ impl Prediction {
         }
     }
 
-    /// [`Prediction::x0`] at a noise level given by its ᾱ (in (0, 1]).
+    /// [`Prediction::x0`] at a noise level given by its ᾱ (in [0, 1]).
     ///
-    /// With a = sqrt(ᾱ) and b = sqrt(1-ᾱ): x̂0 = (x_t - b·ε̂)/a for ε-prediction,
+    /// With a = sqrt(ᾱ) and b = sqrt(1-ᾱ): x̂0 = (x_t - b·ε̂)/a for ε-prediction (an error at
+    /// ᾱ = 0, the last step of a zero-terminal-SNR schedule, where x_t holds no trace of x0),
     /// a·x_t - b·v̂ for v-prediction and the output itself for x0-prediction.
     pub fn x0_at(self, alpha_bar: f64, x_t: &Tensor, output: &Tensor) -> Result<Tensor> {
         let (a, b) = (alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt());
         match self {
-            Prediction::Epsilon => Ok(((x_t - output.affine(b, 0.0)?)? / a)?),
+            Prediction::Epsilon => {
+                if a <= 0.0 {
+                    return invalid(
+                        "alpha_bar",
+                        format!(
+                            "x̂0 of an ε-prediction needs ᾱ > 0, got {alpha_bar} (a zero-terminal-SNR \
+                             schedule's last step): use a v- or x0-prediction network"
+                        ),
+                    );
+                }
+                Ok(((x_t - output.affine(b, 0.0)?)? / a)?)
+            }
             Prediction::V => Ok((x_t.affine(a, 0.0)? - output.affine(b, 0.0)?)?),
             Prediction::X0 => Ok(output.clone()),
+        }
+    }
+
+    /// The Min-SNR-γ loss weight (Hang et al. 2023, "Efficient Diffusion Training via
+    /// Min-SNR Weighting Strategy", arXiv 2303.09556) of this target at noise level ᾱ, with
+    /// SNR = ᾱ/(1-ᾱ) and the cap γ > 0: min(SNR, γ)/SNR for ε-prediction, min(SNR, γ)/(SNR + 1)
+    /// for v-prediction and min(SNR, γ) for x0-prediction.
+    ///
+    /// All three weigh the error of the implied ε̂ alike, by min(SNR, γ)/SNR, since
+    /// ‖v̂ - v‖² = (SNR + 1)/SNR·‖ε̂ - ε‖² and ‖x̂0 - x0‖² = ‖ε̂ - ε‖²/SNR. At ᾱ = 0 (a
+    /// zero-terminal-SNR schedule's last step) the ε-weight is its limit 1, computed as
+    /// min(1, γ/SNR); the v- and x0-weights are 0.
+    pub fn min_snr_weight(self, alpha_bar: f64, gamma: f64) -> f64 {
+        let snr = alpha_bar / (1.0 - alpha_bar);
+        match self {
+            Prediction::Epsilon => (gamma / snr).min(1.0),
+            Prediction::V => snr.min(gamma) / (snr + 1.0),
+            Prediction::X0 => snr.min(gamma),
         }
     }
 
@@ -266,6 +297,53 @@ mod tests {
                 assert!(dx < tol && de < tol, "{p:?} t={t}: {dx:e} {de:e}");
             }
         }
+    }
+
+    #[test]
+    fn min_snr_weights_follow_hang_et_al() {
+        let close = |got: f64, want: f64| (got - want).abs() <= 1e-12 * want.abs().max(1.0);
+        for gamma in [1.0, 5.0] {
+            for ab in [0.999_9, 0.9, 0.5, 0.1, 1e-4] {
+                let snr = ab / (1.0 - ab);
+                let w_eps = Prediction::Epsilon.min_snr_weight(ab, gamma);
+                let w_v = Prediction::V.min_snr_weight(ab, gamma);
+                let w_x0 = Prediction::X0.min_snr_weight(ab, gamma);
+                let capped = snr.min(gamma);
+                assert!(close(w_eps, capped / snr), "ε ᾱ={ab} γ={gamma}: {w_eps}");
+                assert!(
+                    close(w_v, capped / (snr + 1.0)),
+                    "v ᾱ={ab} γ={gamma}: {w_v}"
+                );
+                assert!(close(w_x0, capped), "x0 ᾱ={ab} γ={gamma}: {w_x0}");
+                // The three weigh the implied ε-error alike.
+                assert!(close(w_v * (snr + 1.0) / snr, w_eps), "ᾱ={ab} γ={gamma}");
+                assert!(close(w_x0 / snr, w_eps), "ᾱ={ab} γ={gamma}");
+            }
+        }
+        // Below the cap the ε-weight is 1, above it γ/SNR (SNR = 9 at ᾱ = 0.9).
+        assert_eq!(Prediction::Epsilon.min_snr_weight(0.5, 5.0), 1.0);
+        assert!(close(
+            Prediction::Epsilon.min_snr_weight(0.9, 5.0),
+            5.0 / 9.0
+        ));
+        // At zero SNR (ᾱ = 0): the ε-weight's limit 1, and nothing for v and x0.
+        assert_eq!(Prediction::Epsilon.min_snr_weight(0.0, 5.0), 1.0);
+        assert_eq!(Prediction::V.min_snr_weight(0.0, 5.0), 0.0);
+        assert_eq!(Prediction::X0.min_snr_weight(0.0, 5.0), 0.0);
+    }
+
+    #[test]
+    fn an_epsilon_prediction_has_no_x0_at_zero_snr() {
+        let (x_t, out) = (randn(11, (1, 1, 2, 2)), randn(12, (1, 1, 2, 2)));
+        let err = Prediction::Epsilon.x0_at(0.0, &x_t, &out).unwrap_err();
+        assert!(err.to_string().contains("ᾱ > 0"), "{err}");
+        // v- and x0-predictions do: x̂0 = -v̂ and the output, and ε̂ = x_t.
+        let x0 = Prediction::V.x0_at(0.0, &x_t, &out).unwrap();
+        assert_eq!(max_abs_diff(&x0, &out.neg().unwrap()), 0.0);
+        let eps = Prediction::V.eps_at(0.0, &x_t, &out).unwrap();
+        assert_eq!(max_abs_diff(&eps, &x_t), 0.0);
+        let eps = Prediction::X0.eps_at(0.0, &x_t, &out).unwrap();
+        assert_eq!(max_abs_diff(&eps, &x_t), 0.0);
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub enum Variance {
 #[derive(Debug, Clone)]
 pub struct Schedule {
     kind: BetaKind,
+    /// β rescaled to zero terminal SNR ([`Schedule::with_zero_terminal_snr`]).
+    zero_terminal_snr: bool,
     betas: Vec<f32>,
     alphas: Vec<f32>,
     alpha_bars: Vec<f32>,
@@ -119,6 +121,47 @@ impl Schedule {
                 format!("{kind:?} with T = {n_steps} gives β = {bad}, outside (0, 1)"),
             );
         }
+        Self::from_betas(kind, betas, false, device)
+    }
+
+    /// This schedule with its β rescaled to zero terminal SNR (Lin et al. 2023, "Common
+    /// Diffusion Noise Schedules and Sample Steps are Flawed", algorithm 1; diffusers'
+    /// `rescale_betas_zero_snr`).
+    ///
+    /// With s_t = sqrt(ᾱ_t) (the f64 ᾱ), s_1 the first and s_T the last, the rescaled
+    /// s'_t = (s_t - s_T)·s_1/(s_1 - s_T) keeps s'_1 = s_1 and makes s'_T = 0; then
+    /// ᾱ'_t = s'_t², α'_t = ᾱ'_t/ᾱ'_{t-1} (α'_1 = ᾱ'_1) and β'_t = 1 - α'_t, rounded to f32,
+    /// from which α, ᾱ (f32 and f64) and the coefficient tensors are rebuilt as in
+    /// [`Schedule::new`]. So β'_T = 1 and ᾱ'_T = 0 exactly: the last step is pure noise and
+    /// its SNR ᾱ/(1-ᾱ) is zero, which an ε-prediction cannot invert to x0 (use v or x0). The
+    /// σ- and λ-based samplers take that last ᾱ as 2^-24 ([`crate::sampler::sigmas`]).
+    pub fn with_zero_terminal_snr(self) -> Result<Self> {
+        let roots: Vec<f64> = self.alpha_bars_f64.iter().map(|ab| ab.sqrt()).collect();
+        let (first, last) = (roots[0], roots[roots.len() - 1]);
+        let scale = first / (first - last);
+        let rescaled: Vec<f64> = roots
+            .iter()
+            .map(|root| ((root - last) * scale).powi(2))
+            .collect();
+        let betas = rescaled
+            .iter()
+            .enumerate()
+            .map(|(t, ab)| {
+                let prev = if t == 0 { 1.0 } else { rescaled[t - 1] };
+                (1.0 - ab / prev) as f32
+            })
+            .collect();
+        let device = self.device().clone();
+        Self::from_betas(self.kind, betas, true, &device)
+    }
+
+    /// The schedule of the given (checked) β: α, ᾱ in f32 and f64, and the tensors.
+    fn from_betas(
+        kind: BetaKind,
+        betas: Vec<f32>,
+        zero_terminal_snr: bool,
+        device: &Device,
+    ) -> Result<Self> {
         let alphas: Vec<f32> = betas.iter().map(|b| 1.0 - b).collect();
         let alpha_bars: Vec<f32> = alphas
             .iter()
@@ -138,6 +181,7 @@ impl Schedule {
         let sqrt_1mab: Vec<f32> = alpha_bars.iter().map(|ab| (1.0 - ab).sqrt()).collect();
         Ok(Self {
             kind,
+            zero_terminal_snr,
             sqrt_alpha_bars: Tensor::new(sqrt_ab, device)?,
             sqrt_one_minus_alpha_bars: Tensor::new(sqrt_1mab, device)?,
             betas,
@@ -150,6 +194,11 @@ impl Schedule {
     /// The kind of β schedule.
     pub fn kind(&self) -> BetaKind {
         self.kind
+    }
+
+    /// True when β was rescaled to zero terminal SNR ([`Schedule::with_zero_terminal_snr`]).
+    pub fn zero_terminal_snr(&self) -> bool {
+        self.zero_terminal_snr
     }
 
     /// T, the number of diffusion steps.
@@ -272,6 +321,56 @@ mod tests {
         let b = torch_linspace_f32(1e-4, 0.02, 1000);
         assert_eq!(b[0], 1e-4);
         assert_eq!(b[999], 0.02);
+    }
+
+    #[test]
+    fn zero_terminal_snr_rescales_as_lin_et_al_algorithm_1() {
+        for (kind, n) in [
+            (BetaKind::Linear, 1000),
+            (BetaKind::Linear, 2),
+            (BetaKind::LinearScaled, 100),
+            (BetaKind::Cosine, 200),
+        ] {
+            let base = Schedule::new(kind, n, &Device::Cpu).unwrap();
+            let z = base.clone().with_zero_terminal_snr().unwrap();
+            assert!(z.zero_terminal_snr() && !base.zero_terminal_snr());
+            assert_eq!((z.kind(), z.n_steps()), (kind, n));
+            // s'_t = (s_t - s_T)·s_1/(s_1 - s_T), ᾱ'_t = s'_t², from the f64 ᾱ.
+            let roots: Vec<f64> = base.alpha_bars_f64().iter().map(|ab| ab.sqrt()).collect();
+            let (first, last) = (roots[0], roots[n - 1]);
+            for (t, root) in roots.iter().enumerate() {
+                let want = ((root - last) * first / (first - last)).powi(2);
+                let got = z.alpha_bars_f64()[t];
+                // f32 rounding of each β', accumulated over the running product.
+                assert!(
+                    (got - want).abs() <= 1e-5 * want,
+                    "{kind:?} T={n} t={t}: {got} vs {want}"
+                );
+                assert!((f64::from(z.alpha_bars()[t]) - want).abs() <= 1e-5 * want);
+                // β' = 1 - ᾱ'_t/ᾱ'_{t-1}: in (0, 1) before the last step.
+                if t + 1 < n {
+                    assert!(z.betas()[t] > 0.0 && z.betas()[t] < 1.0, "t={t}");
+                }
+            }
+            // The last step is pure noise; the first keeps its ᾱ (β'_1 = 1 - ᾱ_1 recovers β_1
+            // only to the f32 rounding of α_1 = 1 - β_1, 2^-24).
+            assert_eq!(z.betas()[n - 1], 1.0);
+            assert_eq!(z.alphas()[n - 1], 0.0);
+            assert_eq!(
+                (z.alpha_bars()[n - 1], z.alpha_bars_f64()[n - 1]),
+                (0.0, 0.0)
+            );
+            assert_eq!(z.alpha_bars()[0], base.alpha_bars()[0]);
+            let (b0, b0_base) = (z.betas()[0], base.betas()[0]);
+            assert!((b0 - b0_base).abs() <= 2f32.powi(-24), "{b0} vs {b0_base}");
+            // The per-step coefficient tensors follow: x_T is the noise alone.
+            let x0 = Tensor::ones((1, 1, 2, 2), DType::F32, &Device::Cpu).unwrap();
+            let eps = Tensor::full(0.25f32, (1, 1, 2, 2), &Device::Cpu).unwrap();
+            let t_last = Tensor::new(&[(n - 1) as u32], &Device::Cpu).unwrap();
+            let x_t = z.add_noise(&x0, &t_last, &eps).unwrap();
+            let values = x_t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(values, [0.25; 4]);
+        }
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub struct RunManifest {
     pub schedule: BetaKind,
     /// Diffusion steps T.
     pub n_steps: usize,
+    /// β rescaled to zero terminal SNR ([`Schedule::with_zero_terminal_snr`]); left out of the
+    /// JSON when false, as runs from before this field are.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub zero_terminal_snr: bool,
     /// What the network predicts (runs from before this field predict ε).
     #[serde(default)]
     pub prediction: Prediction,
@@ -95,9 +99,14 @@ impl ClassChoice {
 }
 
 impl RunManifest {
-    /// The run's noise schedule on `device`.
+    /// The run's noise schedule on `device` (rescaled to zero terminal SNR when the run was).
     pub fn schedule(&self, device: &Device) -> Result<Schedule> {
-        Ok(Schedule::new(self.schedule, self.n_steps, device)?)
+        let schedule = Schedule::new(self.schedule, self.n_steps, device)?;
+        Ok(if self.zero_terminal_snr {
+            schedule.with_zero_terminal_snr()?
+        } else {
+            schedule
+        })
     }
 
     /// A freshly initialised network of the run's configuration (load weights into it).

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use ddpm_diffusion::{BetaKind, Prediction, SamplerConfig, Variance};
+use ddpm_diffusion::{BetaKind, Prediction, SamplerConfig, Schedule, Variance};
 use ddpm_run::checkpoint::{self, EMA_FILE, MANIFEST_FILE, MODEL_FILE, Snapshot};
 use ddpm_run::{RunManifest, SampleSettings};
 use ddpm_unet::{ImageShape, Model, ModelKind, ModelSpec, ResidualFrom};
@@ -32,6 +32,7 @@ fn manifest() -> RunManifest {
         .unwrap(),
         schedule: BetaKind::LinearScaled,
         n_steps: 10,
+        zero_terminal_snr: false,
         prediction: Prediction::Epsilon,
         sample: SampleSettings {
             n: 16,
@@ -107,6 +108,42 @@ fn a_checkpoint_without_a_manifest_reads_its_older_config() {
     legacy["lr"] = 0.002.into();
     std::fs::write(dir.join("config.json"), legacy.to_string()).unwrap();
     assert_eq!(checkpoint::read_manifest(&dir).unwrap(), manifest());
+}
+
+/// A manifest records zero terminal SNR only when it is on (older manifests read as off), and
+/// the schedule it rebuilds follows it.
+#[test]
+fn a_manifest_rebuilds_a_zero_terminal_snr_schedule() {
+    // (The fixture's scaled linear schedule has β > 1 at T = 10.)
+    let plain = RunManifest {
+        schedule: BetaKind::Linear,
+        ..manifest()
+    };
+    let json = serde_json::to_value(&plain).unwrap();
+    assert!(json.get("zero_terminal_snr").is_none(), "{json}");
+    assert_eq!(serde_json::from_value::<RunManifest>(json).unwrap(), plain);
+    let schedule = plain.schedule(&Device::Cpu).unwrap();
+    assert!(!schedule.zero_terminal_snr() && schedule.alpha_bars()[9] > 0.0);
+
+    let rescaled = RunManifest {
+        zero_terminal_snr: true,
+        prediction: Prediction::V,
+        ..plain.clone()
+    };
+    let json = serde_json::to_value(&rescaled).unwrap();
+    assert_eq!(json["zero_terminal_snr"], true);
+    assert_eq!(
+        serde_json::from_value::<RunManifest>(json).unwrap(),
+        rescaled
+    );
+    let schedule = rescaled.schedule(&Device::Cpu).unwrap();
+    assert!(schedule.zero_terminal_snr());
+    assert_eq!(schedule.alpha_bars()[9], 0.0);
+    let want = Schedule::new(BetaKind::Linear, 10, &Device::Cpu)
+        .unwrap()
+        .with_zero_terminal_snr()
+        .unwrap();
+    assert_eq!(schedule.betas(), want.betas());
 }
 
 #[test]

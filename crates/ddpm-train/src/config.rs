@@ -20,23 +20,23 @@ use ddpm_run::{RunManifest, SampleSettings};
 use ddpm_unet::{ModelConfig, ModelKind, ModelSpec, ResidualFrom};
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, TrainError};
+use crate::{DEFAULT_SNR_GAMMA, LossWeight, Objective, Result, TrainError};
 
 /// Declares a settings struct and its command-line overrides from one list of fields.
 ///
 /// Each field `name: Type` (optionally `=> OverrideType`, which must convert `Into<Type>`)
 /// becomes `pub name: Type` of the settings struct and `--name <OverrideType>` of the
-/// overrides struct (a `clap::Args`), with the same doc comment as help text. An `#[arg(..)]`
-/// attribute goes to the override, a `#[serde(..)]` one (after it) to the settings field. The overrides
-/// get `apply` (sets every given field) and `given` (the flags that are set).
+/// overrides struct (a `clap::Args`), with the same doc comment as help text. A field's
+/// `#[serde(...)]` goes to the settings struct and its `#[arg(...)]` to the override. The
+/// overrides get `apply` (sets every given field) and `given` (the flags that are set).
 macro_rules! settings {
     (
         $(#[$meta:meta])*
         pub struct $name:ident / $overrides:ident {
             $(
                 $(#[doc = $doc:literal])*
-                $(#[arg($($arg:tt)*)])?
                 $(#[serde($($serde:tt)*)])?
+                $(#[arg($($arg:tt)*)])?
                 $field:ident : $ty:ty $(=> $oty:ty)?,
             )*
         }
@@ -91,8 +91,24 @@ settings! {
         n_steps: usize,
         /// linear (the reference's, unscaled) | linear-scaled | cosine
         schedule: BetaKind,
-        /// What the network learns to predict: eps (the noise ε, as the reference)
+        /// What the network learns to predict: eps (the noise ε, as the reference) | v (the
+        /// velocity sqrt(ᾱ)·ε - sqrt(1-ᾱ)·x0) | x0 (the clean image)
+        #[arg(visible_alias = "objective")]
         prediction: Prediction,
+        /// Loss weighting over timesteps: none (plain MSE, as the reference) | min-snr
+        /// (Min-SNR-γ: each image's error times min(SNR, γ)/SNR in ε terms)
+        #[serde(default, skip_serializing_if = "LossWeight::is_none")]
+        loss_weight: LossWeight,
+        /// γ of --loss-weight min-snr, > 0 (5 in every preset)
+        #[serde(default = "default_snr_gamma", skip_serializing_if = "is_default_snr_gamma")]
+        snr_gamma: f64,
+        /// Offset noise S >= 0: ε = n + S·m, m one N(0, 1) value per image and channel (0 = off)
+        #[serde(default, skip_serializing_if = "is_zero")]
+        offset_noise: f64,
+        /// Rescale β to zero terminal SNR (ᾱ_T = 0; needs --objective v or x0)
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        #[arg(num_args = 0..=1, default_missing_value = "true")]
+        zero_terminal_snr: bool,
         /// Images per optimizer step (per process).
         batch_size: usize,
         /// Peak learning rate (Adam).
@@ -147,9 +163,55 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+impl Recipe {
+    /// What the loss compares and how it weighs the timesteps.
+    pub fn objective(&self) -> Objective {
+        Objective {
+            prediction: self.prediction,
+            loss_weight: self.loss_weight,
+            snr_gamma: self.snr_gamma,
+        }
+    }
+
+    /// Checks the objective's knobs: γ > 0, offset noise ≥ 0 (both finite), and no zero
+    /// terminal SNR with ε-prediction (which cannot give x̂0 where ᾱ = 0).
+    fn check_objective(&self) -> Result<()> {
+        if !(self.snr_gamma > 0.0 && self.snr_gamma.is_finite()) {
+            return Err(TrainError::Config(format!(
+                "--snr-gamma must be a positive number, got {}",
+                self.snr_gamma
+            )));
+        }
+        if !(self.offset_noise >= 0.0 && self.offset_noise.is_finite()) {
+            return Err(TrainError::Config(format!(
+                "--offset-noise must be a number >= 0 (0 = off), got {}",
+                self.offset_noise
+            )));
+        }
+        if self.zero_terminal_snr && self.prediction == Prediction::Epsilon {
+            return Err(TrainError::Config(
+                "--zero-terminal-snr makes the last step pure noise (ᾱ_T = 0), where an \
+                 ε-prediction cannot recover the image: use --objective v (or x0)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// serde's default of [`Recipe::snr_gamma`] (runs saved before the field read as this).
+fn default_snr_gamma() -> f64 {
+    DEFAULT_SNR_GAMMA
+}
+
+/// True for the default γ, left out of saved configurations (so that older ones hash alike).
+fn is_default_snr_gamma(gamma: &f64) -> bool {
+    *gamma == DEFAULT_SNR_GAMMA
+}
+
 /// Serde's test for leaving a zero knob out of the JSON (older runs read the same).
-fn is_zero(x: &f64) -> bool {
-    *x == 0.0
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
 }
 
 /// `--channels`: comma-separated widths, e.g. `32,64,128,256`.
@@ -288,6 +350,7 @@ impl TrainingSpec {
         if num_classes > 0 {
             sample.n = sample.nrow * num_classes;
         }
+        recipe.check_objective()?;
         let [c, h, w] = dataset.image_dims();
         let network = ModelSpec {
             kind: recipe.model,
@@ -304,21 +367,20 @@ impl TrainingSpec {
             // A preset's DDIM preview uses every step of a chain shorter than its step count.
             *steps = (*steps).min(recipe.n_steps);
         }
-        // The grid's sampler must build on this schedule (a CPU copy: only its values matter).
-        let schedule = ddpm_diffusion::Schedule::new(
-            recipe.schedule,
-            recipe.n_steps,
-            &candle_core::Device::Cpu,
-        )?;
-        sample.sampler.build(&schedule, recipe.prediction)?;
-        Ok(TrainingSpec {
+        let spec = TrainingSpec {
             preset: preset.to_string(),
             dataset,
             recipe,
             network,
             sample,
             classes,
-        })
+        };
+        // The grid's sampler must build on this schedule (a CPU copy: only its values matter).
+        let schedule = spec.schedule(&candle_core::Device::Cpu)?;
+        spec.sample
+            .sampler
+            .build(&schedule, spec.recipe.prediction)?;
+        Ok(spec)
     }
 
     /// The classes a run of `recipe` on `dataset` (in `data_dir`, as the run control names it)
@@ -348,10 +410,17 @@ impl TrainingSpec {
             model: self.network.clone(),
             schedule: self.recipe.schedule,
             n_steps: self.recipe.n_steps,
+            zero_terminal_snr: self.recipe.zero_terminal_snr,
             prediction: self.recipe.prediction,
             sample: self.sample,
             classes: self.classes.clone(),
         }
+    }
+
+    /// The noise schedule trained on, on `device`: built from [`TrainingSpec::manifest`], as
+    /// the sampler rebuilds it.
+    pub fn schedule(&self, device: &candle_core::Device) -> Result<ddpm_diffusion::Schedule> {
+        Ok(self.manifest().schedule(device)?)
     }
 
     /// A digest of the whole spec: a checkpoint only resumes a run whose digest matches.
@@ -564,5 +633,186 @@ mod tests {
         overrides.apply(&mut recipe);
         assert_eq!((recipe.lr, recipe.grad_clip), (0.5, None));
         assert_eq!(overrides.given(), ["--lr", "--grad-clip"]);
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        overrides: Overrides,
+    }
+
+    fn parse(args: &[&str]) -> std::result::Result<RecipeOverrides, clap::Error> {
+        use clap::Parser;
+        let argv = std::iter::once("trainer").chain(args.iter().copied());
+        Cli::try_parse_from(argv).map(|cli| cli.overrides.recipe)
+    }
+
+    #[test]
+    fn objective_options_parse_from_the_command_line() {
+        let r = parse(&[
+            "--objective",
+            "v",
+            "--loss-weight",
+            "min-snr",
+            "--snr-gamma",
+            "3",
+            "--offset-noise",
+            "0.1",
+            "--zero-terminal-snr",
+        ])
+        .unwrap();
+        assert_eq!(
+            (r.prediction, r.loss_weight, r.snr_gamma, r.offset_noise),
+            (
+                Some(Prediction::V),
+                Some(LossWeight::MinSnr),
+                Some(3.0),
+                Some(0.1)
+            )
+        );
+        assert_eq!(r.zero_terminal_snr, Some(true));
+        assert_eq!(
+            r.given(),
+            [
+                "--prediction",
+                "--loss-weight",
+                "--snr-gamma",
+                "--offset-noise",
+                "--zero-terminal-snr"
+            ]
+        );
+        // The field's own name still works, and a flag can be switched off explicitly.
+        let r = parse(&["--prediction", "x0", "--zero-terminal-snr", "false"]).unwrap();
+        assert_eq!(
+            (r.prediction, r.zero_terminal_snr),
+            (Some(Prediction::X0), Some(false))
+        );
+        let r = parse(&[]).unwrap();
+        assert_eq!((r.prediction, r.zero_terminal_snr), (None, None));
+        let err = parse(&["--loss-weight", "snr"]).unwrap_err().to_string();
+        assert!(err.contains("`snr`") && err.contains("min-snr"), "{err}");
+        // The alias is listed, and the help names the three targets.
+        let command = <Cli as clap::CommandFactory>::command();
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_id() == "prediction")
+            .unwrap();
+        let aliases = arg.get_visible_aliases().unwrap_or_default();
+        assert_eq!(aliases, ["objective"]);
+        let help = arg.get_help().unwrap().to_string();
+        assert!(
+            help.contains("eps (") && help.contains("| v (") && help.contains("| x0 ("),
+            "{help}"
+        );
+    }
+
+    fn resolve(change: impl FnOnce(&mut RecipeOverrides)) -> Result<TrainConfig> {
+        let mut overrides = Overrides::default();
+        change(&mut overrides.recipe);
+        TrainConfig::resolve("quick", DatasetSpec::Embedded, &overrides)
+    }
+
+    #[test]
+    fn objective_settings_are_checked_when_a_config_resolves() {
+        let message = |change: fn(&mut RecipeOverrides)| resolve(change).unwrap_err().to_string();
+        for gamma in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let err = resolve(|r| r.snr_gamma = Some(gamma))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("--snr-gamma must be a positive number"),
+                "{err}"
+            );
+        }
+        for strength in [-0.1, f64::NAN, f64::INFINITY] {
+            let err = resolve(|r| r.offset_noise = Some(strength))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("--offset-noise must be a number >= 0"),
+                "{err}"
+            );
+        }
+        let err = message(|r| r.zero_terminal_snr = Some(true));
+        assert!(
+            err.contains("--zero-terminal-snr") && err.contains("use --objective v"),
+            "{err}"
+        );
+        // With v- or x0-prediction it resolves, and the manifest and schedule follow.
+        for prediction in [Prediction::V, Prediction::X0] {
+            let config = resolve(|r| {
+                r.zero_terminal_snr = Some(true);
+                r.prediction = Some(prediction);
+            })
+            .unwrap();
+            let manifest = config.spec.manifest();
+            assert!(manifest.zero_terminal_snr);
+            assert_eq!(manifest.prediction, prediction);
+            let schedule = config.spec.schedule(&candle_core::Device::Cpu).unwrap();
+            assert!(schedule.zero_terminal_snr());
+            assert_eq!(schedule.alpha_bars()[schedule.n_steps() - 1], 0.0);
+        }
+        let config = resolve(|r| {
+            r.loss_weight = Some(LossWeight::MinSnr);
+            r.snr_gamma = Some(2.0);
+            r.prediction = Some(Prediction::V);
+        })
+        .unwrap();
+        let objective = config.spec.recipe.objective();
+        assert_eq!(
+            objective,
+            Objective {
+                prediction: Prediction::V,
+                loss_weight: LossWeight::MinSnr,
+                snr_gamma: 2.0
+            }
+        );
+    }
+
+    #[test]
+    fn default_objective_settings_stay_out_of_saved_configs() {
+        let new_keys = [
+            "loss_weight",
+            "snr_gamma",
+            "offset_noise",
+            "zero_terminal_snr",
+        ];
+        let plain = resolve(|_| {}).unwrap();
+        let json = serde_json::to_value(&plain).unwrap();
+        for key in new_keys {
+            assert!(json["spec"].get(key).is_none(), "{key} saved: {json}");
+        }
+        // A configuration saved before these settings existed reads as their defaults.
+        let recipe = serde_json::from_value::<TrainConfig>(json)
+            .unwrap()
+            .spec
+            .recipe;
+        assert_eq!(
+            (
+                recipe.loss_weight,
+                recipe.snr_gamma,
+                recipe.offset_noise,
+                recipe.zero_terminal_snr
+            ),
+            (LossWeight::None, DEFAULT_SNR_GAMMA, 0.0, false)
+        );
+        // Set, they are saved and read back, and change the digest.
+        let changed = resolve(|r| {
+            r.prediction = Some(Prediction::V);
+            r.loss_weight = Some(LossWeight::MinSnr);
+            r.snr_gamma = Some(1.0);
+            r.offset_noise = Some(0.05);
+            r.zero_terminal_snr = Some(true);
+        })
+        .unwrap();
+        let json = serde_json::to_value(&changed).unwrap();
+        for key in new_keys {
+            assert!(json["spec"].get(key).is_some(), "{key} not saved: {json}");
+        }
+        assert_eq!(
+            serde_json::from_value::<TrainConfig>(json).unwrap(),
+            changed
+        );
+        assert_ne!(changed.spec.digest(), plain.spec.digest());
     }
 }

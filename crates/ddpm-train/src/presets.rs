@@ -4,7 +4,9 @@ use ddpm_diffusion::{BetaKind, Prediction, SamplerConfig, Variance};
 use ddpm_run::{NO_GUIDANCE, SampleSettings};
 use ddpm_unet::ModelKind;
 
-use crate::{Every, LrSchedule, Recipe, Result, RunControl, TrainError};
+use crate::{
+    DEFAULT_SNR_GAMMA, Every, LossWeight, LrSchedule, Recipe, Result, RunControl, TrainError,
+};
 
 /// The names of the presets, in the order `--help` lists them.
 pub const PRESETS: [&str; 6] = [
@@ -61,6 +63,10 @@ impl Preset {
                 n_steps: 1000,
                 schedule: BetaKind::Linear,
                 prediction: Prediction::Epsilon,
+                loss_weight: LossWeight::None,
+                snr_gamma: DEFAULT_SNR_GAMMA,
+                offset_noise: 0.0,
+                zero_terminal_snr: false,
                 batch_size: 1024,
                 lr: 1e-3,
                 weight_decay: 0.0,

@@ -194,7 +194,7 @@ impl<'a> Trainer<'a> {
             images,
             labels,
             batches,
-            schedule: Schedule::new(recipe.schedule, recipe.n_steps, device)?,
+            schedule: spec.schedule(device)?,
             ema: (recipe.ema > 0.0)
                 .then(|| Ema::new(&params, recipe.ema))
                 .transpose()?,
@@ -329,16 +329,16 @@ impl<'a> Trainer<'a> {
             self.planned,
             recipe.lr_schedule,
         );
-        let (t, eps) = draw_t_eps(&mut self.noise, x0, recipe.n_steps)?;
+        let (t, eps) = draw_t_eps(&mut self.noise, x0, recipe.n_steps, recipe.offset_noise)?;
         let classes = match &batch.classes {
             Some(c) => Some(self.drop_labels(c)?),
             None => None,
         };
-        let recipe = &self.config.spec.recipe;
+        let objective = self.config.spec.recipe.objective();
         let loss = diffusion_loss_given(
             &self.model,
             &self.schedule,
-            recipe.prediction,
+            &objective,
             x0,
             &t,
             &eps,

@@ -149,8 +149,8 @@ fn conditioning_needs_labelled_data_and_a_network_that_takes_labels() {
         "{err}"
     );
     // The same pictures sorted into class subfolders train conditionally.
-    for i in 0..6 {
-        let class = data.join(format!("digit-{}", labels[i]));
+    for (i, label) in labels.iter().take(6).enumerate() {
+        let class = data.join(format!("digit-{label}"));
         std::fs::create_dir_all(&class).unwrap();
         std::fs::rename(
             data.join(format!("{i}.png")),

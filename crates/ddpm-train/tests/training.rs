@@ -11,8 +11,9 @@ use ddpm_data::{batch_tensor, embedded_mnist};
 use ddpm_diffusion::{BetaKind, NoiseRng, Prediction, Schedule};
 use ddpm_run::checkpoint;
 use ddpm_train::{
-    Adam, ChannelList, ControlOverrides, Every, GradClip, LrSchedule, Overrides, RecipeOverrides,
-    RunOptions, TrainConfig, TrainError, WorldInfo, diffusion_loss, optimizer_step, train,
+    Adam, ChannelList, ControlOverrides, Every, GradClip, LossWeight, LrSchedule, Objective,
+    Overrides, RecipeOverrides, RunOptions, TrainConfig, TrainError, WorldInfo, diffusion_loss,
+    optimizer_step, train,
 };
 use ddpm_unet::{Model, ModelConfig, ModelKind, RefNorm};
 
@@ -163,6 +164,46 @@ fn a_run_stopped_and_resumed_matches_an_uninterrupted_run_exactly() {
     }
     let final_png = image::open(split.join("samples/final.png")).unwrap();
     assert_eq!((final_png.width(), final_png.height()), (252, 252));
+}
+
+/// v-prediction with Min-SNR weighting, offset noise and zero terminal SNR: the extra noise
+/// draws resume exactly, the losses differ from the plain recipe's, and the manifest records
+/// the rescaled schedule for the sampler.
+#[test]
+fn a_run_with_every_objective_option_resumes_exactly() {
+    let objective = |max_steps| {
+        with_recipe(tiny(max_steps), |r| {
+            r.prediction = Some(Prediction::V);
+            r.loss_weight = Some(LossWeight::MinSnr);
+            r.offset_noise = Some(0.1);
+            r.zero_terminal_snr = Some(true);
+        })
+    };
+    let straight = temp_run("objective-straight");
+    let full = train(&config(&objective(4)), &options(&straight, false)).unwrap();
+    assert!(
+        full.losses.iter().all(|l| l.is_finite()),
+        "{:?}",
+        full.losses
+    );
+    let plain = train(&config(&tiny(4)), &options(&temp_run("plain"), false)).unwrap();
+    assert_ne!(full.losses, plain.losses);
+
+    let split = temp_run("objective-split");
+    let first = train(&config(&objective(2)), &options(&split, false)).unwrap();
+    let saved = TrainConfig::load(&split.join("config.json")).unwrap();
+    let resumed = TrainConfig::resume(saved, &stop_at(4)).unwrap();
+    let second = train(&resumed, &options(&split, true)).unwrap();
+    let mut joined = first.losses.clone();
+    joined.extend(&second.losses);
+    assert_eq!(joined, full.losses, "per-step losses must be bit-identical");
+
+    let manifest = checkpoint::read_manifest(&second.checkpoint).unwrap();
+    assert!(manifest.zero_terminal_snr);
+    assert_eq!(manifest.prediction, Prediction::V);
+    let schedule = manifest.schedule(&Device::Cpu).unwrap();
+    assert_eq!(schedule.alpha_bars()[49], 0.0);
+    assert!(split.join("samples/final.png").is_file());
 }
 
 #[test]
@@ -384,7 +425,7 @@ fn two_ranks_with_half_batches_step_like_one_rank_with_the_whole_batch() {
     let images = embedded_mnist();
     let indices: Vec<usize> = (0..16).collect();
     let x0 = batch_tensor(&images, &indices, &[false; 16], &Device::Cpu).unwrap();
-    let (t, eps) = ddpm_train::draw_t_eps(&mut NoiseRng::new(5), &x0, 50).unwrap();
+    let (t, eps) = ddpm_train::draw_t_eps(&mut NoiseRng::new(5), &x0, 50, 0.0).unwrap();
 
     let step = |x0: &Tensor,
                 t: &Tensor,
@@ -393,16 +434,10 @@ fn two_ranks_with_half_batches_step_like_one_rank_with_the_whole_batch() {
         let model = Model::new(&cfg.spec.network, &Device::Cpu, 0).unwrap();
         let params = model.trainable();
         let mut adam = Adam::new(params.clone(), 0.0).unwrap();
-        let loss = ddpm_train::diffusion_loss_given(
-            &model,
-            &schedule,
-            Prediction::Epsilon,
-            x0,
-            t,
-            eps,
-            None,
-        )
-        .unwrap();
+        let objective = Objective::unweighted(Prediction::Epsilon);
+        let loss =
+            ddpm_train::diffusion_loss_given(&model, &schedule, &objective, x0, t, eps, None)
+                .unwrap();
         optimizer_step(
             &params,
             loss.backward().unwrap(),

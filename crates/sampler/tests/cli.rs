@@ -40,6 +40,7 @@ fn run_with(dir: &Path, sampler: SamplerConfig, classes: &[&str]) -> PathBuf {
         model: model.clone(),
         schedule: BetaKind::Linear,
         n_steps: 20,
+        zero_terminal_snr: false,
         prediction: Prediction::Epsilon,
         sample: SampleSettings {
             n: 81,

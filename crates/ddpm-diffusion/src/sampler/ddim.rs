@@ -1,7 +1,7 @@
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::{Sampler, add_scaled_noise, as_times, check_evaluation, combine};
+use super::{Sampler, add_scaled_noise, as_times, check_evaluation, combine, data_prediction};
 use crate::error::invalid;
 use crate::{NoiseSource, Prediction, Result, Schedule};
 
@@ -177,12 +177,10 @@ impl Sampler for Ddim<'_> {
         let dir = (1.0 - ab_prev - sigma * sigma).max(0.0).sqrt();
         // x_prev = sqrt(ᾱ_prev)·x̂0 + dir·ε̂ with x̂0 = (x_t - sqrt(1-ᾱ_t)·ε̂)/sqrt(ᾱ_t), folded
         // into f64 coefficients of x_t and ε̂ (or of x_t and the clipped x̂0), so that no f32
-        // tensor is divided by a small sqrt(ᾱ_t) or sqrt(1-ᾱ_t).
-        let x_prev = if self.clip_x0 {
-            let x0 = self
-                .prediction
-                .x0(s, x, t, model_output)?
-                .clamp(-1f32, 1f32)?;
+        // tensor is divided by a small sqrt(ᾱ_t) or sqrt(1-ᾱ_t). At ᾱ_t = 0 (zero terminal
+        // SNR) the ε̂ form divides by zero, and the x̂0 form is used, clipped or not.
+        let x_prev = if self.clip_x0 || ab == 0.0 {
+            let x0 = data_prediction(self.prediction, ab, x, model_output, self.clip_x0)?;
             let c_xt = dir / (1.0 - ab).sqrt();
             let c_x0 = ab_prev.sqrt() - c_xt * ab.sqrt();
             combine(&x0, c_x0, x, c_xt)?

@@ -2,16 +2,43 @@
 //! σ_t = sqrt((1-ᾱ_t)/ᾱ_t), so x_t = sqrt(ᾱ_t)·(x0 + σ_t·ε) and ᾱ = 1/(σ²+1); Karras'
 //! ρ-spaced noise levels; and back from σ to a (fractional) timestep, as k-diffusion and
 //! diffusers compute them.
+//!
+//! σ and the half log-SNR λ = -ln σ are infinite where ᾱ = 0, the last step of a
+//! zero-terminal-SNR schedule ([`Schedule::with_zero_terminal_snr`]). The samplers that work
+//! in σ or λ (DPM-Solver++, UniPC, Euler, Heun) therefore read the schedule through
+//! [`solver_alpha_bars`], which takes that ᾱ as [`ZERO_SNR_ALPHA_BAR`] = 2^-24 (σ = 4096), as
+//! diffusers does for those schedulers with `rescale_betas_zero_snr`. DDPM and DDIM use
+//! ᾱ = 0 itself.
 
 use crate::Schedule;
 
-/// σ_t for every timestep of `schedule`, increasing with t (from its f32 ᾱ, as diffusers
-/// computes them).
-pub fn vp_sigmas(schedule: &Schedule) -> Vec<f64> {
+/// The ᾱ the σ- and λ-based samplers use for a schedule's ᾱ = 0 (zero terminal SNR): 2^-24,
+/// the smallest positive f16 subnormal, diffusers' choice ("close to 0 without being 0 so
+/// first sigma is not inf").
+pub const ZERO_SNR_ALPHA_BAR: f64 = 1.0 / 16_777_216.0;
+
+/// The schedule's f32 ᾱ_t as f64 (as diffusers computes its σ), an ᾱ of exactly 0 (only a
+/// zero-terminal-SNR schedule's last step has one) replaced by [`ZERO_SNR_ALPHA_BAR`].
+pub fn solver_alpha_bars(schedule: &Schedule) -> Vec<f64> {
     schedule
         .alpha_bars()
         .iter()
-        .map(|&ab| ((1.0 - f64::from(ab)) / f64::from(ab)).sqrt())
+        .map(|&ab| {
+            if ab > 0.0 {
+                f64::from(ab)
+            } else {
+                ZERO_SNR_ALPHA_BAR
+            }
+        })
+        .collect()
+}
+
+/// σ_t for every timestep of `schedule`, increasing with t (from [`solver_alpha_bars`]: its f32
+/// ᾱ, as diffusers computes them, finite at zero terminal SNR).
+pub fn vp_sigmas(schedule: &Schedule) -> Vec<f64> {
+    solver_alpha_bars(schedule)
+        .iter()
+        .map(|&ab| ((1.0 - ab) / ab).sqrt())
         .collect()
 }
 

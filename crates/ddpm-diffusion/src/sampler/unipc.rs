@@ -143,11 +143,10 @@ impl UniPc {
     /// `prediction`.
     pub fn new(schedule: &Schedule, prediction: Prediction, steps: usize) -> Result<Self> {
         let ts = timesteps(schedule.n_steps(), steps)?;
-        // diffusers' σ come from its f32 ᾱ (a sequential f32 product, as ours).
-        let mut alpha_bars: Vec<f64> = ts
-            .iter()
-            .map(|&t| f64::from(schedule.alpha_bars()[t]))
-            .collect();
+        // diffusers' σ come from its f32 ᾱ (a sequential f32 product, as ours), 2^-24 for a
+        // zero terminal SNR.
+        let solver_alpha_bars = super::sigmas::solver_alpha_bars(schedule);
+        let mut alpha_bars: Vec<f64> = ts.iter().map(|&t| solver_alpha_bars[t]).collect();
         alpha_bars.push(1.0);
         let lambdas = alpha_bars
             .iter()
