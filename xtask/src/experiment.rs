@@ -62,7 +62,8 @@ pub struct Args {
     /// samplers, guidance: the trained run (or checkpoint) to sample.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
-    /// samplers, guidance: samples per point [default: 1000].
+    /// Samples per point or arm [default: 1000 for samplers, guidance and objectives; 81
+    /// (small) or 999 (full) for the others].
     #[arg(long)]
     pub samples: Option<usize>,
 }
@@ -86,11 +87,16 @@ impl Scale {
             Budget::Small => (DatasetSpec::Embedded, 600, 64, 81),
             Budget::Full => (DatasetSpec::Mnist, 10_000, 128, 999),
         };
+        // Arms compared by Fréchet distance need at least 1,000 samples each.
+        let samples = match args.name {
+            Experiment::Objectives => samples.max(1000),
+            _ => samples,
+        };
         Scale {
             dataset,
             steps: args.steps.unwrap_or(steps),
             batch_size,
-            samples,
+            samples: args.samples.unwrap_or(samples),
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The five experiments: which arms they train and how each is sampled and scored.
 
 use anyhow::{Context, Result};
-use ddpm_diffusion::{SamplerConfig, Variance};
-use ddpm_train::{ChannelList, ControlOverrides, Every, Overrides, RecipeOverrides, TrainConfig};
+use ddpm_diffusion::{Prediction, SamplerConfig, Variance};
+use ddpm_train::{
+    ChannelList, ControlOverrides, Every, LossWeight, Overrides, RecipeOverrides, TrainConfig,
+};
 use ddpm_unet::{ModelConfig, ModelKind, ResidualFrom};
 
 use super::{Lab, Scored, Trained};
@@ -22,6 +24,9 @@ pub enum Experiment {
     Ema,
     /// Why the reference UNet gives all-black / all-white samples: one change at a time.
     Failure,
+    /// The quick preset's recipe trained for ε, v and x0 prediction, each with and without
+    /// min-SNR-γ weighting, at the same step budget; ≥ 1,000 samples per arm.
+    Objectives,
     /// One class-conditional run (--checkpoint) at guidance scales 0-8: per-digit accuracy
     /// and Fréchet distance, at least 1,000 samples per scale.
     Guidance,
@@ -37,6 +42,7 @@ impl Experiment {
             Experiment::Ema => "ema",
             Experiment::Failure => "failure",
             Experiment::Guidance => "guidance",
+            Experiment::Objectives => "objectives",
         }
     }
 }
@@ -81,6 +87,34 @@ fn config(
 }
 
 const SMALL: [usize; 4] = [10, 20, 40, 80];
+
+/// The `quick` preset's recipe for `prediction` and `loss_weight`, run for the lab's steps
+/// (the LR schedule's horizon is those steps).
+fn objective_config(
+    lab: &Lab,
+    prediction: Prediction,
+    loss_weight: LossWeight,
+) -> Result<TrainConfig> {
+    let batches_per_epoch = (2000usize).div_ceil(lab.scale.batch_size) as u64;
+    let overrides = Overrides {
+        recipe: RecipeOverrides {
+            prediction: Some(prediction),
+            loss_weight: Some(loss_weight),
+            batch_size: Some(lab.scale.batch_size),
+            epochs: Some(lab.scale.steps.div_ceil(batches_per_epoch)),
+            ..RecipeOverrides::default()
+        },
+        control: ControlOverrides {
+            max_steps: Some(lab.scale.steps),
+            log_every: Some(50),
+            save_every: Some(Every::Steps(lab.scale.steps)),
+            ..ControlOverrides::default()
+        },
+    };
+    let mut config = TrainConfig::resolve("quick", lab.scale.dataset.clone(), &overrides)?;
+    config.control.sample_every = None;
+    Ok(config)
+}
 
 /// The residual UNet at T = 1000 with EMA: the model several experiments share.
 fn base(lab: &Lab) -> Result<Trained> {
@@ -146,6 +180,33 @@ pub fn run(args: &super::Args, lab: &Lab) -> Result<String> {
                 "the guidance experiment samples a class-conditional run: pass --checkpoint RUN",
             )?;
             return super::guidance::run(lab, args, run, args.samples.unwrap_or(1000));
+        }
+        Experiment::Objectives => {
+            intro = "The `quick` preset's recipe (modern UNet 16·[1,2,2], T = 100 scaled-linear β, batch 64, Adam 2e-3 with warmup and cosine decay over the steps shown, EMA 0.99, unconditional) trained for each prediction target with plain MSE and with min-SNR-γ weighting (γ = 5). Every arm costs the same per step (the loss weighting is a per-image scalar), so the equal step budget is an equal time budget: the training seconds column shows it. Sampled with the preset's grid sampler (DDIM-50, η = 1, x̂0 clipped) from the EMA weights.";
+            let mut arms = Vec::new();
+            for prediction in [Prediction::Epsilon, Prediction::V, Prediction::X0] {
+                for loss_weight in [LossWeight::None, LossWeight::MinSnr] {
+                    let name = format!("{prediction:?}, {loss_weight:?}").to_lowercase();
+                    let slug = name.replace(", ", "-");
+                    let config = objective_config(lab, prediction, loss_weight)?;
+                    arms.push((
+                        name,
+                        lab.train(&format!("objective-{slug}"), &config)?,
+                        slug,
+                    ));
+                }
+            }
+            let mut scored = Vec::new();
+            for (name, trained, slug) in &arms {
+                scored.push((
+                    name.clone(),
+                    lab.score(trained, true, SamplerConfig::ddim(50, 1.0, true), slug)?,
+                ));
+            }
+            trained = arms.into_iter().map(|(name, t, _)| (name, t)).collect();
+            for ((arm, t), (_, s)) in trained.iter().zip(scored) {
+                rows.push((arm.clone(), t, s));
+            }
         }
         Experiment::Steps => {
             intro = "The residual UNet ([10,20,40,80], pe_dim 128) trained identically with T = 100 and T = 1000 (the reference's unscaled linear β schedule in both), sampled with T-step DDPM (σ² = β).";
