@@ -451,6 +451,15 @@ impl TrainConfig {
         let mut control = preset_values.control;
         overrides.control.apply(&mut control);
         control.validate()?;
+        if recipe.conditional
+            && overrides.recipe.conditional.is_none()
+            && dataset.class_names(control.data_dir.as_deref())?.is_none()
+        {
+            // A preset's conditioning applies where there are classes: unlabelled data (an
+            // image folder without class subfolders) trains the same recipe unconditionally.
+            recipe.conditional = false;
+            recipe.cond_drop = 0.0;
+        }
         let classes =
             TrainingSpec::dataset_classes(&recipe, &dataset, control.data_dir.as_deref())?;
         Ok(TrainConfig {
@@ -709,7 +718,7 @@ mod tests {
     fn resolve(change: impl FnOnce(&mut RecipeOverrides)) -> Result<TrainConfig> {
         let mut overrides = Overrides::default();
         change(&mut overrides.recipe);
-        TrainConfig::resolve("quick", DatasetSpec::Embedded, &overrides)
+        TrainConfig::resolve("ref-mnist", DatasetSpec::Embedded, &overrides)
     }
 
     #[test]

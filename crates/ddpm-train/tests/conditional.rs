@@ -148,6 +148,12 @@ fn conditioning_needs_labelled_data_and_a_network_that_takes_labels() {
         err.contains("no classes") && err.contains("class subfolders"),
         "{err}"
     );
+    // The conditional quick preset trains such a folder unconditionally unless told otherwise.
+    let mut plain = Overrides::default();
+    plain.control.data_dir = Some(data.clone());
+    let config = TrainConfig::resolve("quick", folder.clone(), &plain).unwrap();
+    assert!(!config.spec.recipe.conditional && config.spec.classes.is_none());
+    assert_eq!(config.spec.network.num_classes(), 0);
     // The same pictures sorted into class subfolders train conditionally.
     for (i, label) in labels.iter().take(6).enumerate() {
         let class = data.join(format!("digit-{label}"));

@@ -374,7 +374,8 @@ fn presets_resolve_to_the_reference_numbers() {
     assert_eq!(r.lr_schedule, LrSchedule::Cosine);
 
     // The README's main job: a 16-wide modern UNet with 4 GroupNorm groups (not instance norm),
-    // T = 100 on the scaled linear schedule, 40 epochs of the embedded digits.
+    // T = 100 on the scaled linear schedule, 22 epochs of the embedded digits, conditioned on
+    // the digit with label dropout, min-SNR weighted; its grid a row per digit, guided.
     let c = resolve("quick");
     let ModelConfig::Modern(m) = &c.spec.network else {
         panic!("quick is not the modern UNet: {:?}", c.spec.network)
@@ -387,8 +388,13 @@ fn presets_resolve_to_the_reference_numbers() {
     assert_eq!((r.n_steps, r.schedule), (100, BetaKind::LinearScaled));
     assert_eq!(
         (r.batch_size, r.epochs, r.ema, r.grad_clip),
-        (64, 40, 0.99, Some(1.0))
+        (64, 22, 0.99, Some(1.0))
     );
+    assert_eq!((r.conditional, r.cond_drop), (true, 0.1));
+    assert_eq!(r.loss_weight, ddpm_train::LossWeight::MinSnr);
+    assert_eq!(m.num_classes, 10);
+    assert_eq!((c.spec.sample.n, c.spec.sample.nrow), (90, 9));
+    assert!(c.spec.sample.guidance > 1.0);
 
     // Explicit options override the preset.
     let c = TrainConfig::resolve(

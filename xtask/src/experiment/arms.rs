@@ -100,6 +100,8 @@ fn objective_config(
         recipe: RecipeOverrides {
             prediction: Some(prediction),
             loss_weight: Some(loss_weight),
+            conditional: Some(false),
+            cond_drop: Some(0.0),
             batch_size: Some(lab.scale.batch_size),
             epochs: Some(lab.scale.steps.div_ceil(batches_per_epoch)),
             ..RecipeOverrides::default()
@@ -113,6 +115,8 @@ fn objective_config(
     };
     let mut config = TrainConfig::resolve("quick", lab.scale.dataset.clone(), &overrides)?;
     config.control.sample_every = None;
+    // Unconditional arms: the preset's guidance scale means nothing to them.
+    config.spec.sample.guidance = ddpm_run::NO_GUIDANCE;
     Ok(config)
 }
 
