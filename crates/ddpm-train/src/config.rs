@@ -302,7 +302,7 @@ pub struct TrainConfig {
 
 impl TrainingSpec {
     /// Assembles the spec: checks the knobs and builds the network for the dataset's images
-    /// and, for a conditional recipe, its `classes` (see [`TrainingSpec::dataset_classes`]).
+    /// and, for a conditional recipe, its `classes` ([`DatasetSpec::class_names`]).
     /// A conditional run's grids have one row per class.
     pub fn new(
         preset: &str,
@@ -340,11 +340,20 @@ impl TrainingSpec {
                 "--cond-drop drops class labels, which only a --conditional true run has".into(),
             ));
         }
-        if recipe.conditional != classes.is_some() {
-            return Err(TrainError::Config(
-                "a conditional recipe needs the dataset's classes, an unconditional one none"
-                    .into(),
-            ));
+        match (recipe.conditional, &classes) {
+            (true, None) => {
+                return Err(TrainError::Config(format!(
+                    "--conditional true needs labelled data, but the {} dataset has no classes: \
+                     an image folder needs its images in at least two class subfolders",
+                    dataset.short_name()
+                )));
+            }
+            (false, Some(_)) => {
+                return Err(TrainError::Config(
+                    "class names were given for an unconditional recipe".into(),
+                ));
+            }
+            _ => {}
         }
         let num_classes = classes.as_ref().map_or(0, Vec::len);
         if num_classes > 0 {
@@ -381,27 +390,6 @@ impl TrainingSpec {
             .sampler
             .build(&schedule, spec.recipe.prediction)?;
         Ok(spec)
-    }
-
-    /// The classes a run of `recipe` on `dataset` (in `data_dir`, as the run control names it)
-    /// is conditioned on: `None` for an unconditional recipe; for a conditional one the
-    /// dataset's class names, or an error when it has none.
-    pub fn dataset_classes(
-        recipe: &Recipe,
-        dataset: &DatasetSpec,
-        data_dir: Option<&Path>,
-    ) -> Result<Option<Vec<String>>> {
-        if !recipe.conditional {
-            return Ok(None);
-        }
-        match dataset.class_names(data_dir)? {
-            Some(names) => Ok(Some(names)),
-            None => Err(TrainError::Config(format!(
-                "--conditional true needs labelled data, but the {} dataset has no classes: an \
-                 image folder needs its images in at least two class subfolders",
-                dataset.short_name()
-            ))),
-        }
     }
 
     /// What inference needs to rebuild and sample the trained network.
@@ -451,17 +439,16 @@ impl TrainConfig {
         let mut control = preset_values.control;
         overrides.control.apply(&mut control);
         control.validate()?;
-        if recipe.conditional
-            && overrides.recipe.conditional.is_none()
-            && dataset.class_names(control.data_dir.as_deref())?.is_none()
-        {
-            // A preset's conditioning applies where there are classes: unlabelled data (an
-            // image folder without class subfolders) trains the same recipe unconditionally.
-            recipe.conditional = false;
-            recipe.cond_drop = 0.0;
+        let mut classes = None;
+        if recipe.conditional {
+            classes = dataset.class_names(control.data_dir.as_deref())?;
+            if classes.is_none() && overrides.recipe.conditional.is_none() {
+                // A preset's conditioning applies where there are classes: unlabelled data (an
+                // image folder without class subfolders) trains the same recipe unconditionally.
+                recipe.conditional = false;
+                recipe.cond_drop = 0.0;
+            }
         }
-        let classes =
-            TrainingSpec::dataset_classes(&recipe, &dataset, control.data_dir.as_deref())?;
         Ok(TrainConfig {
             spec: TrainingSpec::new(preset, dataset, recipe, preset_values.sample, classes)?,
             control,
@@ -477,8 +464,10 @@ impl TrainConfig {
         overrides.control.apply(&mut control);
         control.validate()?;
         let spec = &saved.spec;
-        let classes =
-            TrainingSpec::dataset_classes(&recipe, &spec.dataset, control.data_dir.as_deref())?;
+        let classes = match recipe.conditional {
+            true => spec.dataset.class_names(control.data_dir.as_deref())?,
+            false => None,
+        };
         Ok(TrainConfig {
             spec: TrainingSpec::new(
                 &spec.preset,
