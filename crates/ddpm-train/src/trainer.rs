@@ -44,8 +44,8 @@ const DROP_RESOLUTION: u32 = 1 << 24;
 pub struct Batch {
     /// Clean images x0, (B, C, H, W) in [-1, 1].
     pub images: Tensor,
-    /// The class label of each image (u32, (B)) in a conditional run.
-    pub classes: Option<Tensor>,
+    /// The class label of each image in a conditional run.
+    pub classes: Option<Vec<u32>>,
 }
 
 /// The loss and throughput since the last log line.
@@ -282,13 +282,10 @@ impl<'a> Trainer<'a> {
         }
         let device = &self.options.device;
         let (indices, flips) = self.plan.batch(self.state.batch_in_epoch);
-        let classes = match &self.labels {
-            Some(labels) => {
-                let batch: Vec<u32> = indices.iter().map(|&i| labels[i]).collect();
-                Some(Tensor::new(batch.as_slice(), device)?)
-            }
-            None => None,
-        };
+        let classes = self
+            .labels
+            .as_ref()
+            .map(|labels| indices.iter().map(|&i| labels[i]).collect());
         Ok(Some(Batch {
             images: batch_tensor(&self.images, indices, flips, device)?,
             classes,
@@ -298,21 +295,19 @@ impl<'a> Trainer<'a> {
     /// A conditional batch's labels with each replaced by "no class" with probability
     /// `cond_drop`, drawn from the training noise after t and ε (nothing is drawn when
     /// `cond_drop` is 0, so that the stream is that of a run without label dropout).
-    fn drop_labels(&mut self, classes: &Tensor) -> Result<Tensor> {
+    fn drop_labels(&mut self, classes: &[u32]) -> Vec<u32> {
         let p = self.config.spec.recipe.cond_drop;
         if p == 0.0 {
-            return Ok(classes.clone());
+            return classes.to_vec();
         }
         let none = self.model.num_classes() as u32;
         let threshold = (p * f64::from(DROP_RESOLUTION)) as u32;
-        let draws = self.noise.uniform_indices(classes.dim(0)?, DROP_RESOLUTION);
-        let kept: Vec<u32> = classes
-            .to_vec1::<u32>()?
-            .into_iter()
+        let draws = self.noise.uniform_indices(classes.len(), DROP_RESOLUTION);
+        classes
+            .iter()
             .zip(draws)
-            .map(|(label, u)| if u < threshold { none } else { label })
-            .collect();
-        Ok(Tensor::new(kept.as_slice(), classes.device())?)
+            .map(|(&label, u)| if u < threshold { none } else { label })
+            .collect()
     }
 
     /// One optimizer step on `batch` at the scheduled learning rate; returns the loss (the mean
@@ -331,7 +326,10 @@ impl<'a> Trainer<'a> {
         );
         let (t, eps) = draw_t_eps(&mut self.noise, x0, recipe.n_steps, recipe.offset_noise)?;
         let classes = match &batch.classes {
-            Some(c) => Some(self.drop_labels(c)?),
+            Some(labels) => {
+                let kept = self.drop_labels(labels);
+                Some(Tensor::new(kept.as_slice(), x0.device())?)
+            }
             None => None,
         };
         let objective = self.config.spec.recipe.objective();
