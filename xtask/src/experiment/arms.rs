@@ -72,12 +72,7 @@ fn config(
             ema: Some(ema),
             ..RecipeOverrides::default()
         },
-        control: ControlOverrides {
-            max_steps: Some(lab.scale.steps),
-            log_every: Some(50),
-            save_every: Some(Every::Steps(lab.scale.steps)),
-            ..ControlOverrides::default()
-        },
+        control: arm_control(lab),
     };
     let mut config = TrainConfig::resolve("ref-mnist", lab.scale.dataset.clone(), &overrides)?;
     config.control.sample_every = None;
@@ -87,6 +82,17 @@ fn config(
 }
 
 const SMALL: [usize; 4] = [10, 20, 40, 80];
+
+/// How every trained arm runs: the lab's steps, one checkpoint at the end (resolving turns the
+/// preview grids off).
+fn arm_control(lab: &Lab) -> ControlOverrides {
+    ControlOverrides {
+        max_steps: Some(lab.scale.steps),
+        log_every: Some(50),
+        save_every: Some(Every::Steps(lab.scale.steps)),
+        ..ControlOverrides::default()
+    }
+}
 
 /// The `quick` preset's recipe for `prediction` and `loss_weight`, run for the lab's steps
 /// (the LR schedule's horizon is those steps).
@@ -106,12 +112,7 @@ fn objective_config(
             epochs: Some(lab.scale.steps.div_ceil(batches_per_epoch)),
             ..RecipeOverrides::default()
         },
-        control: ControlOverrides {
-            max_steps: Some(lab.scale.steps),
-            log_every: Some(50),
-            save_every: Some(Every::Steps(lab.scale.steps)),
-            ..ControlOverrides::default()
-        },
+        control: arm_control(lab),
     };
     let mut config = TrainConfig::resolve("quick", lab.scale.dataset.clone(), &overrides)?;
     config.control.sample_every = None;

@@ -4,11 +4,10 @@
 //! Fréchet distance and confidence of the pooled samples, a plot and the reading.
 
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use ddpm_data::ImageSet;
-use ddpm_diffusion::{GenerateOptions, Guidance, NoiseRng, class_rows, generate};
+use ddpm_diffusion::{GenerateOptions, Guidance, class_rows};
 use ddpm_image::{grid, save_image, to_u8};
 use ddpm_run::checkpoint;
 use plotters::prelude::*;
@@ -94,17 +93,7 @@ impl Lab {
                 scale,
             }),
         };
-        let started = Instant::now();
-        let x = generate(
-            &subject.model,
-            &subject.schedule,
-            &options,
-            None,
-            &mut NoiseRng::new(seed),
-            &self.device,
-            |_, _| {},
-        )?;
-        let seconds = started.elapsed().as_secs_f64();
+        let (x, seconds) = subject.generate(&options, seed, &self.device)?;
         let images = to_u8(&x)?;
         let [c, h, w] = subject.model.config().image().dims();
         let set = ImageSet::new(images.pixels.clone(), c, h, w)?;

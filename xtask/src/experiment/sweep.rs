@@ -141,6 +141,28 @@ pub(super) struct Subject {
     pub sampler: SamplerConfig,
 }
 
+impl Subject {
+    /// Generates `options` from `seed` on `device`; returns the samples and the seconds taken.
+    pub fn generate(
+        &self,
+        options: &GenerateOptions,
+        seed: u64,
+        device: &candle_core::Device,
+    ) -> Result<(candle_core::Tensor, f64)> {
+        let started = Instant::now();
+        let x = generate(
+            &self.model,
+            &self.schedule,
+            options,
+            None,
+            &mut NoiseRng::new(seed),
+            device,
+            |_, _| {},
+        )?;
+        Ok((x, started.elapsed().as_secs_f64()))
+    }
+}
+
 impl Lab {
     /// Samples `n` images with `sampler` from `seed`, scores them, and keeps an 81-image grid
     /// as `<label>.png` beside the report.
@@ -174,17 +196,7 @@ impl Lab {
             prediction: subject.prediction,
             guidance: None,
         };
-        let started = Instant::now();
-        let x = generate(
-            &subject.model,
-            &subject.schedule,
-            &options,
-            None,
-            &mut NoiseRng::new(seed),
-            &self.device,
-            |_, _| {},
-        )?;
-        let seconds = started.elapsed().as_secs_f64();
+        let (x, seconds) = subject.generate(&options, seed, &self.device)?;
         let images = to_u8(&x)?;
         let shown = to_u8(&x.narrow(0, 0, 81.min(n))?)?;
         save_image(
