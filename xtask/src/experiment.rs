@@ -7,6 +7,7 @@ mod arms;
 mod guidance;
 mod report;
 mod sweep;
+mod tint;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,11 +63,17 @@ pub struct Args {
     /// samplers, guidance: the trained run (or checkpoint) to sample.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
-    /// Samples per point or arm [default: 1000 for samplers, guidance and objectives; 81
-    /// (small) or 999 (full) for the others].
+    /// Samples per point or arm [default: 1000 for samplers, guidance and objectives; 128
+    /// for tint; 81 (small) or 999 (full) for the others].
     #[arg(long)]
     pub samples: Option<usize>,
+    /// tint: the RGB image folder to train on (the anime faces, or any folder of photos).
+    #[arg(long, default_value = ddpm_data::ANIME_DIR)]
+    pub data: PathBuf,
 }
+
+/// Where the arms' decoded image folders are cached.
+const CACHE_DIR: &str = "data/.cache";
 
 /// The scale of one experiment run.
 #[derive(Debug, Clone)]
@@ -83,9 +90,12 @@ pub struct Scale {
 
 impl Scale {
     fn new(args: &Args) -> Self {
-        let (dataset, steps, batch_size, samples) = match args.budget {
-            Budget::Small => (DatasetSpec::Embedded, 600, 64, 81),
-            Budget::Full => (DatasetSpec::Mnist, 10_000, 128, 999),
+        let (dataset, steps, batch_size, samples) = match (args.name, args.budget) {
+            // RGB: 32x32 on a CPU (DDPM-1000 sampling dominates), the anime size on a GPU.
+            (Experiment::Tint, Budget::Small) => (rgb(32), 1200, 64, 128),
+            (Experiment::Tint, Budget::Full) => (rgb(64), 20_000, 128, 1000),
+            (_, Budget::Small) => (DatasetSpec::Embedded, 600, 64, 81),
+            (_, Budget::Full) => (DatasetSpec::Mnist, 10_000, 128, 999),
         };
         // Arms compared by Fréchet distance need at least 1,000 samples each.
         let samples = match args.name {
@@ -101,10 +111,17 @@ impl Scale {
     }
 }
 
+/// An RGB image folder at `size` x `size`.
+fn rgb(size: usize) -> DatasetSpec {
+    DatasetSpec::Folder { size, channels: 3 }
+}
+
 /// Shared machinery of the experiments: device, evaluator, where things go.
 pub struct Lab {
     device: Device,
-    evaluator: MnistEvaluator,
+    /// The MNIST test split the digit experiments score against (loaded on first use).
+    real: PathBuf,
+    evaluator: std::cell::OnceCell<MnistEvaluator>,
     runs: PathBuf,
     figures: PathBuf,
     scale: Scale,
@@ -135,23 +152,33 @@ pub struct Scored {
 impl Lab {
     fn new(args: &Args) -> Result<Self> {
         let device = ddpm_run::select_device(args.device.as_deref())?;
-        let real: ImageSet = load_mnist_dir(&args.real, Split::Test)
-            .with_context(|| {
-                format!(
-                    "real digits: run `cargo xtask fetch-mnist --out {}`",
-                    args.real.display()
-                )
-            })?
-            .0;
-        let evaluator = MnistEvaluator::new(Classifier::committed(&device)?, &real, 0, &device)?;
         Ok(Lab {
             device,
-            evaluator,
+            real: args.real.clone(),
+            evaluator: std::cell::OnceCell::new(),
             // Shared by all experiments: arms with the same configuration are trained once.
             runs: args.runs.clone(),
             figures: args.docs.join(args.name.slug()),
             scale: Scale::new(args),
         })
+    }
+
+    /// The digit evaluator against the MNIST test split (loaded on the first call).
+    fn evaluator(&self) -> Result<&MnistEvaluator> {
+        if let Some(evaluator) = self.evaluator.get() {
+            return Ok(evaluator);
+        }
+        let real: ImageSet = load_mnist_dir(&self.real, Split::Test)
+            .with_context(|| {
+                format!(
+                    "real digits: run `cargo xtask fetch-mnist --out {}`",
+                    self.real.display()
+                )
+            })?
+            .0;
+        let evaluator =
+            MnistEvaluator::new(Classifier::committed(&self.device)?, &real, 0, &self.device)?;
+        Ok(self.evaluator.get_or_init(|| evaluator))
     }
 
     /// Trains `config` into `runs/experiments/<arm>` unless a complete run of the same
@@ -182,7 +209,7 @@ impl Lab {
             out_dir: run.clone(),
             resume: false,
             device: self.device.clone(),
-            cache_dir: PathBuf::from("data/.cache"),
+            cache_dir: PathBuf::from(CACHE_DIR),
             stop: Arc::new(AtomicBool::new(false)),
             world: ddpm_train::WorldInfo::single(),
         };
@@ -249,7 +276,7 @@ impl Lab {
             &self.figures.join(&grid_name),
         )?;
         let set = ImageSet::new(images.pixels.clone(), 1, 28, 28)?;
-        let quality = self.evaluator.evaluate(&set)?;
+        let quality = self.evaluator()?.evaluate(&set)?;
         Ok(Scored {
             quality,
             range: value_range(&x)?,

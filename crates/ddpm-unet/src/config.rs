@@ -107,6 +107,11 @@ pub struct RefUNetConfig {
     pub norm: RefNorm,
     /// Source of the block residual.
     pub residual_from: ResidualFrom,
+    /// Whether the first level's time bias is added to the raw image (the reference,
+    /// `pe_linears_en.0`); `false` leaves the image unbiased and time enters at the other
+    /// stages only (left out of the JSON when true, so older configurations are unchanged).
+    #[serde(skip_serializing_if = "is_true")]
+    pub time_on_image: bool,
 }
 
 impl Default for RefUNetConfig {
@@ -118,6 +123,7 @@ impl Default for RefUNetConfig {
             pe_dim: 20,
             norm: RefNorm::LayerNorm,
             residual_from: ResidualFrom::Normalized,
+            time_on_image: true,
         }
     }
 }
@@ -241,6 +247,10 @@ pub struct ModernUNetConfig {
 /// Serde's test for leaving an unconditional network's `num_classes` out of its JSON.
 fn is_zero(n: &usize) -> bool {
     *n == 0
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Default for ModernUNetConfig {

@@ -9,7 +9,8 @@
 //!   c_{i-1}) for i ≥ 1, Conv1x1(c0 → C) for i = 0. Padding = output padding = 1 when the
 //!   target size is even, else 0.
 //! - Time: `pe_linears_en.i`, `pe_linears_bottom`, `pe_linears_de.i` = Linear → ReLU → Linear,
-//!   added per channel to each stage's input (`cat([skip, x])` in the decoder).
+//!   added per channel to each stage's input (`cat([skip, x])` in the decoder);
+//!   `pe_linears_en.0` (the bias on the raw image) is absent when `time_on_image` is off.
 
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
@@ -116,7 +117,8 @@ struct DecoderLevel {
 pub(crate) struct RefUNet {
     pe: PeTable,
     encoders: Vec<[RefBlock; 2]>,
-    pe_en: Vec<TimeMlp>,
+    /// The encoder levels' time biases (level 0's is `None` without `time_on_image`).
+    pe_en: Vec<Option<TimeMlp>>,
     bottom: [RefBlock; 2],
     bottom_up: ConvTranspose2d,
     pe_bottom: TimeMlp,
@@ -154,7 +156,11 @@ impl RefUNet {
                 RefBlock::new(vb_e.pp(first), cfg, in_c, ch[i], size(i))?,
                 RefBlock::new(vb_e.pp(first + 1), cfg, ch[i], ch[i], size(i))?,
             ]);
-            pe_en.push(relu_mlp(vb.pp("pe_linears_en").pp(i), in_c)?);
+            let biased = i > 0 || cfg.time_on_image;
+            pe_en.push(match biased {
+                true => Some(relu_mlp(vb.pp("pe_linears_en").pp(i), in_c)?),
+                false => None,
+            });
             let vb_d = vb.pp("decoder").pp(i);
             let out = if i == 0 {
                 DecoderOut::Out(Conv2d::new(vb_d.pp(2), ch[0], c_img, 1, 1, 0)?)
@@ -220,10 +226,13 @@ impl RefUNet {
         let mut features = Vec::with_capacity(self.encoders.len());
         let mut h = x.clone();
         for (i, (enc, mlp)) in self.encoders.iter().zip(&self.pe_en).enumerate() {
-            let p = per_channel(&mlp.forward(&pe)?)?;
-            trace(&format!("pe_en{i}"), &p);
-            let input = if i == 0 { h } else { max_pool2d(&h, 2)? };
-            h = blocks(enc, &input.broadcast_add(&p)?)?;
+            let mut input = if i == 0 { h } else { max_pool2d(&h, 2)? };
+            if let Some(mlp) = mlp {
+                let p = per_channel(&mlp.forward(&pe)?)?;
+                trace(&format!("pe_en{i}"), &p);
+                input = input.broadcast_add(&p)?;
+            }
+            h = blocks(enc, &input)?;
             trace(&format!("enc{i}"), &h);
             features.push(h.clone());
         }

@@ -86,6 +86,7 @@ impl ModelSpec {
                     RefNorm::LayerNorm
                 },
                 residual_from: self.residual_from,
+                time_on_image: true,
             }),
             ModelKind::Res => ModelConfig::Residual(ResUNetConfig {
                 image,

@@ -38,7 +38,19 @@ fn json_round_trip_with_kind_tag() {
     assert!(json.contains(r#""kind":"reference""#), "{json}");
     assert!(json.contains(r#""norm":"batch-norm""#), "{json}");
     assert!(json.contains(r#""residual_from":"input""#), "{json}");
+    // The reference's time bias on the image is the default and stays out of the JSON.
+    assert!(!json.contains("time_on_image"), "{json}");
     assert_eq!(serde_json::from_str::<ModelConfig>(&json).unwrap(), config);
+    let unbiased = ModelConfig::Reference(RefUNetConfig {
+        time_on_image: false,
+        ..RefUNetConfig::default()
+    });
+    let json = serde_json::to_string(&unbiased).unwrap();
+    assert!(json.contains(r#""time_on_image":false"#), "{json}");
+    assert_eq!(
+        serde_json::from_str::<ModelConfig>(&json).unwrap(),
+        unbiased
+    );
     // Omitted fields take their defaults.
     let partial: ModelConfig =
         serde_json::from_str(r#"{"kind":"modern","base_channels":32}"#).unwrap();

@@ -69,6 +69,17 @@ fn batch_norm_variant_counts() {
 }
 
 #[test]
+fn no_time_bias_on_the_image_drops_the_first_time_mlp() {
+    // pe_linears_en.0 for RGB: Linear(20 → 3) + Linear(3 → 3) = 63 + 12 parameters.
+    let config = ModelConfig::Reference(RefUNetConfig {
+        image: ImageShape::RGB64,
+        time_on_image: false,
+        ..RefUNetConfig::default()
+    });
+    assert_eq!(count(config), 19_432_142 - 75);
+}
+
+#[test]
 fn residual_unet_counts() {
     assert_eq!(
         count(ModelConfig::Residual(ResUNetConfig::default())),

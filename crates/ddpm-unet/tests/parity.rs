@@ -15,6 +15,7 @@ fn fixture_config(residual_from: ResidualFrom) -> ModelConfig {
         pe_dim: 20,
         norm: RefNorm::LayerNorm,
         residual_from,
+        time_on_image: true,
     })
 }
 

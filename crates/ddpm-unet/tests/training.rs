@@ -12,7 +12,7 @@ use ddpm_unet::{
 
 /// Small versions of every network (and reference variant) for the given image.
 fn small_configs(image: ImageShape) -> Vec<(&'static str, ModelConfig)> {
-    let reference = |norm, residual_from| {
+    let reference = |norm, residual_from, time_on_image| {
         ModelConfig::Reference(RefUNetConfig {
             image,
             n_steps: 50,
@@ -20,6 +20,7 @@ fn small_configs(image: ImageShape) -> Vec<(&'static str, ModelConfig)> {
             pe_dim: 8,
             norm,
             residual_from,
+            time_on_image,
         })
     };
     let modern_levels = if image.height == 28 {
@@ -31,15 +32,19 @@ fn small_configs(image: ImageShape) -> Vec<(&'static str, ModelConfig)> {
     vec![
         (
             "ref",
-            reference(RefNorm::LayerNorm, ResidualFrom::Normalized),
+            reference(RefNorm::LayerNorm, ResidualFrom::Normalized, true),
         ),
         (
             "ref residual-from-input",
-            reference(RefNorm::LayerNorm, ResidualFrom::Input),
+            reference(RefNorm::LayerNorm, ResidualFrom::Input, true),
+        ),
+        (
+            "ref without time on the image",
+            reference(RefNorm::LayerNorm, ResidualFrom::Normalized, false),
         ),
         (
             "ref-bn",
-            reference(RefNorm::BatchNorm, ResidualFrom::Normalized),
+            reference(RefNorm::BatchNorm, ResidualFrom::Normalized, true),
         ),
         (
             "res",

@@ -30,6 +30,9 @@ pub enum Experiment {
     /// One class-conditional run (--checkpoint) at guidance scales 0-8: per-digit accuracy
     /// and Fréchet distance, at least 1,000 samples per scale.
     Guidance,
+    /// Where the reference's colour cast on RGB images comes from: the reference UNet on an
+    /// RGB folder (--data), one suspected cause changed at a time, channel means measured.
+    Tint,
 }
 
 impl Experiment {
@@ -43,6 +46,7 @@ impl Experiment {
             Experiment::Failure => "failure",
             Experiment::Guidance => "guidance",
             Experiment::Objectives => "objectives",
+            Experiment::Tint => "tint",
         }
     }
 }
@@ -85,7 +89,7 @@ const SMALL: [usize; 4] = [10, 20, 40, 80];
 
 /// How every trained arm runs: the lab's steps, one checkpoint at the end (resolving turns the
 /// preview grids off).
-fn arm_control(lab: &Lab) -> ControlOverrides {
+pub(super) fn arm_control(lab: &Lab) -> ControlOverrides {
     ControlOverrides {
         max_steps: Some(lab.scale.steps),
         log_every: Some(50),
@@ -186,6 +190,7 @@ pub fn run(args: &super::Args, lab: &Lab) -> Result<String> {
             )?;
             return super::guidance::run(lab, args, run, args.samples.unwrap_or(1000));
         }
+        Experiment::Tint => return super::tint::run(lab, args),
         Experiment::Objectives => {
             intro = "The `quick` preset's recipe (modern UNet 16·[1,2,2], T = 100 scaled-linear β, batch 64, Adam 2e-3 with warmup and cosine decay over the steps shown, EMA 0.99, unconditional) trained for each prediction target with plain MSE and with min-SNR-γ weighting (γ = 5). Every arm costs the same per step (the loss weighting is a per-image scalar), so the equal step budget is an equal time budget: the training seconds column shows it. Sampled with the preset's grid sampler (DDIM-50, η = 1, x̂0 clipped) from the EMA weights.";
             let mut arms = Vec::new();

@@ -116,9 +116,9 @@ impl Lab {
             &grid(&to_u8(&shown)?, 9.min(per_class), 0)?,
             &self.figures.join(format!("{label}.png")),
         )?;
-        let quality = self.evaluator.evaluate(&set)?;
+        let quality = self.evaluator()?.evaluate(&set)?;
         let predicted = self
-            .evaluator
+            .evaluator()?
             .classifier()
             .embed(&set, 250, &self.device)?
             .predictions();

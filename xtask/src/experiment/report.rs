@@ -66,12 +66,22 @@ pub fn write(path: &Path, args: &Args, scale: &Scale, body: &str, wall_s: f64) -
         );
         return write_file(path, &text);
     }
+    let (data, scoring) = match args.name {
+        super::Experiment::Tint => (
+            format!(" --data {}", args.data.display()),
+            "each channel's mean measured against the training images'",
+        ),
+        _ => (
+            String::new(),
+            "scored against the MNIST test split with the committed classifier \
+             (`docs/evaluation.md`; the floor is real-vs-real at the same n)",
+        ),
+    };
     let text = format!(
         "# Experiment: {name}\n\n\
-         Command: `cargo xtask experiment {name} --budget {budget}{steps}`  \n\
+         Command: `cargo xtask experiment {name} --budget {budget}{steps}{data}`  \n\
          Data: {dataset:?}; {train_steps} optimizer steps per trained arm at batch {batch}; \
-         {samples} samples per row, scored against the MNIST test split with the committed \
-         classifier (`docs/evaluation.md`; the floor is real-vs-real at the same n).  \n\
+         {samples} samples per row, {scoring}.  \n\
          Machine: {machine}; {date}; wall time {minutes:.1} min (arms trained by an earlier \
          experiment are reused and marked so).\n\n{body}\n",
         name = args.name.slug(),

@@ -204,9 +204,9 @@ impl Lab {
             &self.figures.join(format!("{label}.png")),
         )?;
         let [c, h, w] = subject.model.config().image().dims();
-        let quality = self
-            .evaluator
-            .evaluate(&ImageSet::new(images.pixels.clone(), c, h, w)?)?;
+        let quality =
+            self.evaluator()?
+                .evaluate(&ImageSet::new(images.pixels.clone(), c, h, w)?)?;
         eprintln!(
             "[{label}] {evaluations} evaluations: Fréchet {:.1} in {seconds:.1} s",
             quality.frechet
