@@ -45,6 +45,9 @@ pub fn write(path: &Path, args: &Args, scale: &Scale, body: &str, wall_s: f64) -
     let steps = args
         .steps
         .map_or(String::new(), |s| format!(" --steps {s}"));
+    let samples_flag = args
+        .samples
+        .map_or(String::new(), |n| format!(" --samples {n}"));
     if matches!(
         args.name,
         super::Experiment::Samplers | super::Experiment::Guidance
@@ -79,7 +82,7 @@ pub fn write(path: &Path, args: &Args, scale: &Scale, body: &str, wall_s: f64) -
     };
     let text = format!(
         "# Experiment: {name}\n\n\
-         Command: `cargo xtask experiment {name} --budget {budget}{steps}{data}`  \n\
+         Command: `cargo xtask experiment {name} --budget {budget}{steps}{samples_flag}{data}`  \n\
          Data: {dataset:?}; {train_steps} optimizer steps per trained arm at batch {batch}; \
          {samples} samples per row, {scoring}.  \n\
          Machine: {machine}; {date}; wall time {minutes:.1} min (arms trained by an earlier \
