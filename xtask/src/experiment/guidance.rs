@@ -12,7 +12,7 @@ use ddpm_image::{grid, save_image, to_u8};
 use ddpm_run::checkpoint;
 use plotters::prelude::*;
 
-use super::sweep::{Subject, read_points, register_plot_font, write_points};
+use super::sweep::{Subject, draw_legend, read_points, register_plot_font, write_points};
 use super::{Args, Lab};
 
 /// The guidance scales measured (1 = the plain conditional model, 0 = its unconditional half).
@@ -317,13 +317,7 @@ fn plot(path: &Path, points: &[GuidedPoint]) -> Result<()> {
         acc.draw_series(xy.into_iter().map(|p| Circle::new(p, 4, colour.filled())))
             .map_err(draw)?;
     }
-    acc.configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(draw)?;
+    draw_legend(&mut acc, SeriesLabelPosition::LowerRight, 14)?;
     let high = values.iter().map(|v| v.3).fold(0.0, f64::max) * 1.1;
     let mut fd = ChartBuilder::on(&right)
         .caption("Fréchet distance (pooled digits)", ("sans-serif", 20))

@@ -132,6 +132,27 @@ pub(super) fn register_plot_font() -> Result<()> {
         .map_err(|_| anyhow::anyhow!("cannot load the plot font"))
 }
 
+/// Draws `chart`'s series legend in the reports' style (white box, black border) at
+/// `position`, in `size`-point type.
+pub(super) fn draw_legend<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+    size: u32,
+) -> Result<()>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", size))
+        .draw()
+        .map_err(|e| anyhow::anyhow!("drawing a plot's legend: {e}"))
+}
+
 /// The model under test.
 pub(super) struct Subject {
     pub model: Model,
@@ -461,13 +482,7 @@ fn plot(path: &Path, rows: &[(&Family, Vec<Point>)], ddpm: &Point, t: usize) -> 
             .draw_series(xy.into_iter().map(|p| Circle::new(p, 4, colour.filled())))
             .map_err(draw)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 15))
-        .draw()
-        .map_err(draw)?;
+    draw_legend(&mut chart, SeriesLabelPosition::MiddleRight, 15)?;
     root.present().map_err(draw)?;
     Ok(())
 }

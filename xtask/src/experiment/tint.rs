@@ -17,7 +17,7 @@ use ddpm_train::{ChannelList, ControlOverrides, Overrides, RecipeOverrides, Trai
 use ddpm_unet::{ModelConfig, ModelKind, ResidualFrom};
 use plotters::prelude::*;
 
-use super::sweep::{read_points, register_plot_font, write_points};
+use super::sweep::{draw_legend, read_points, register_plot_font, write_points};
 use super::{Args, Lab, Trained};
 
 /// The goal for a recipe we recommend: every channel's sample mean within this of
@@ -554,14 +554,7 @@ fn plot(path: &Path, rows: &[Row], real: &ChannelStats) -> Result<()> {
                 BLACK.mix(0.3),
             ))
             .map_err(draw)?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(draw)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft, 13)?;
     }
     root.present().map_err(draw)?;
     Ok(())
