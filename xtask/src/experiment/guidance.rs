@@ -21,13 +21,11 @@ const SCALES: [f64; 6] = [0.0, 1.0, 2.0, 3.0, 5.0, 8.0];
 
 /// Guidance limited to part of the schedule (Kynkäänniemi et al. 2024): (scale, from, to),
 /// the interval in fractions of the diffusion steps T.
-const LIMITED: [(f64, f64, f64); 6] = [
+const LIMITED: [(f64, f64, f64); 4] = [
     (5.0, 0.0, 0.6),
     (5.0, 0.3, 1.0),
-    (5.0, 0.4, 1.0),
-    (5.0, 0.5, 1.0),
-    (5.0, 0.3, 0.8),
-    (8.0, 0.4, 1.0),
+    (5.0, 0.2, 0.6),
+    (8.0, 0.2, 0.6),
 ];
 
 /// The plot's file name beside the report's grids.
@@ -243,7 +241,7 @@ pub(super) fn run(lab: &Lab, args: &Args, run: &Path, n: usize) -> Result<String
         .and_then(|f| f.to_str())
         .unwrap_or("");
     Ok(body(
-        args, run, &manifest, &points, &limited, &repeat, per_class, figures,
+        args, run, &manifest, &points, &limited, &repeat, figures,
     ))
 }
 
@@ -254,9 +252,9 @@ fn body(
     points: &[GuidedPoint],
     limited: &[GuidedPoint],
     repeat: &GuidedPoint,
-    per_class: usize,
     figures: &str,
 ) -> String {
+    let per_class = repeat.per_class;
     let own = points
         .iter()
         .chain(limited)
