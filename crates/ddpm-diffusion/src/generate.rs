@@ -84,7 +84,8 @@ pub fn generate(
         let on_batch_step = |info: StepInfo<'_>| on_step(index, info);
         let x0 = match &options.guidance {
             Some(g) => {
-                let guided = Guided::new(model, &g.classes[start..start + len], g.scale)?;
+                let guided = Guided::new(model, &g.classes[start..start + len], g.scale)?
+                    .within(g.interval, schedule.n_steps());
                 sample(sampler, &guided, batch, noise, on_batch_step)?
             }
             None => sample(sampler, model, batch, noise, on_batch_step)?,

@@ -32,7 +32,7 @@ mod schedule;
 
 pub use error::{DiffusionError, Result};
 pub use generate::{GenerateOptions, generate};
-pub use guidance::{Guidance, Guided, class_rows};
+pub use guidance::{Guidance, GuidanceInterval, Guided, class_rows};
 pub use noise::{NoiseRng, NoiseRngState, NoiseSource};
 pub use prediction::Prediction;
 pub use sampler::{SAMPLER_NAMES, Sampler, SamplerChoices, SamplerConfig};

@@ -5,8 +5,8 @@ use std::cell::RefCell;
 
 use candle_core::{Device, Tensor};
 use ddpm_diffusion::{
-    BetaKind, Denoiser, GenerateOptions, Guidance, Guided, NoiseRng, Prediction, SamplerConfig,
-    Schedule, class_rows, generate,
+    BetaKind, Denoiser, GenerateOptions, Guidance, GuidanceInterval, Guided, NoiseRng, Prediction,
+    SamplerConfig, Schedule, class_rows, generate,
 };
 
 /// A closed-form conditional "network" with 3 classes: output = 0.1·x + (class + 1), with the
@@ -88,6 +88,59 @@ fn guided_output_is_unconditional_plus_scaled_difference_in_one_call() {
 }
 
 #[test]
+fn an_interval_guides_only_its_steps_and_uses_the_conditional_output_elsewhere() {
+    let dev = Device::Cpu;
+    let x = Tensor::from_vec(vec![0.5f32, -2.0], (2, 1, 1, 1), &dev).unwrap();
+    let classes = [1u32, 0];
+    let scale = 4.0;
+    // Guided where 0.2·T <= t <= 0.5·T, T = 100 (both ends included).
+    let interval = GuidanceInterval::new(0.2, 0.5).unwrap();
+    for (t, guided_step) in [
+        (10.0, false),
+        (20.0, true),
+        (35.0, true),
+        (50.0, true),
+        (51.0, false),
+    ] {
+        let model = ToyConditional::new();
+        let guided = Guided::new(&model, &classes, scale)
+            .unwrap()
+            .within(interval, 100);
+        let t = Tensor::new(&[t as f32, t as f32], &dev).unwrap();
+        let out = values(&guided.predict(&x, &t).unwrap());
+        let w = if guided_step { scale as f32 } else { 1.0 };
+        for (i, (o, xv)) in out.iter().zip(values(&x)).enumerate() {
+            let want = 0.1 * xv - 1.0 + w * (classes[i] as f32 + 2.0);
+            assert!((o - want).abs() < 1e-5, "t={t}: {out:?}");
+        }
+        // Outside the interval: one plain conditional call.
+        let calls = if guided_step { vec![4] } else { vec![2] };
+        assert_eq!(*model.calls.borrow(), calls);
+    }
+}
+
+#[test]
+fn guidance_intervals_parse_and_refuse_nonsense() {
+    let parsed: GuidanceInterval = "0.1, 0.6".parse().unwrap();
+    assert_eq!(parsed, GuidanceInterval::new(0.1, 0.6).unwrap());
+    assert_eq!(
+        parsed.to_string().parse::<GuidanceInterval>().unwrap(),
+        parsed
+    );
+    assert_eq!(
+        "0,1".parse::<GuidanceInterval>().unwrap(),
+        GuidanceInterval::ALL
+    );
+    for bad in ["0.6,0.1", "-0.1,0.5", "0.2,1.5", "0.5", "a,b", "NaN,1"] {
+        let e = bad.parse::<GuidanceInterval>().unwrap_err().to_string();
+        assert!(
+            e.contains("guidance interval") && e.contains("FROM,TO"),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
 fn guidance_refuses_what_it_cannot_do() {
     let model = ToyConditional::new();
     let err = |r: ddpm_diffusion::Result<Guided<'_, ToyConditional>>| {
@@ -129,6 +182,7 @@ fn generation_guides_each_batch_towards_its_own_images_classes() {
         guidance: Some(Guidance {
             classes,
             scale: 2.0,
+            interval: GuidanceInterval::ALL,
         }),
     };
     let run = |batch_size, classes| {

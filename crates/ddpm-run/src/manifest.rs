@@ -1,7 +1,7 @@
 //! The manifest of a checkpoint: what inference needs to rebuild the run.
 
 use candle_core::Device;
-use ddpm_diffusion::{BetaKind, Prediction, SamplerConfig, Schedule};
+use ddpm_diffusion::{BetaKind, GuidanceInterval, Prediction, SamplerConfig, Schedule};
 use ddpm_unet::{Model, ModelConfig};
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,9 @@ pub struct SampleSettings {
     /// conditional; absent from unconditional runs' files, where it means nothing).
     #[serde(default = "no_guidance", skip_serializing_if = "is_no_guidance")]
     pub guidance: f64,
+    /// The part of the schedule that is guided (absent when every step is).
+    #[serde(default = "every_step", skip_serializing_if = "is_every_step")]
+    pub guidance_interval: GuidanceInterval,
 }
 
 /// The guidance scale that leaves a conditional network's output as it is.
@@ -32,6 +35,14 @@ fn no_guidance() -> f64 {
 
 fn is_no_guidance(scale: &f64) -> bool {
     *scale == NO_GUIDANCE
+}
+
+fn every_step() -> GuidanceInterval {
+    GuidanceInterval::ALL
+}
+
+fn is_every_step(interval: &GuidanceInterval) -> bool {
+    *interval == GuidanceInterval::ALL
 }
 
 /// Everything needed to rebuild a run's network and schedule, and to sample it the way it was
@@ -145,6 +156,7 @@ mod tests {
             nrow: 2,
             sampler: SamplerConfig::default(),
             guidance: NO_GUIDANCE,
+            guidance_interval: GuidanceInterval::ALL,
         };
         let json = serde_json::to_string(&settings).unwrap();
         assert!(!json.contains("guidance"), "{json}");
@@ -152,6 +164,7 @@ mod tests {
         assert_eq!(back, settings);
         let guided = SampleSettings {
             guidance: 3.0,
+            guidance_interval: GuidanceInterval::new(0.1, 0.6).unwrap(),
             ..settings
         };
         let json = serde_json::to_string(&guided).unwrap();

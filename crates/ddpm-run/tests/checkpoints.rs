@@ -42,6 +42,7 @@ fn manifest() -> RunManifest {
                 clip_x0: true,
             },
             guidance: ddpm_run::NO_GUIDANCE,
+            guidance_interval: ddpm_diffusion::GuidanceInterval::ALL,
         },
         classes: None,
     }

@@ -1,6 +1,6 @@
 //! The named presets: values of the recipe, the run control and the grid sampling.
 
-use ddpm_diffusion::{BetaKind, Prediction, SamplerConfig, Variance};
+use ddpm_diffusion::{BetaKind, GuidanceInterval, Prediction, SamplerConfig, Variance};
 use ddpm_run::{NO_GUIDANCE, SampleSettings};
 use ddpm_unet::ModelKind;
 
@@ -55,6 +55,7 @@ const REFERENCE_GRID: SampleSettings = SampleSettings {
         clip_x0: false,
     },
     guidance: NO_GUIDANCE,
+    guidance_interval: GuidanceInterval::ALL,
 };
 
 impl Preset {

@@ -534,6 +534,7 @@ impl<'a> Trainer<'a> {
         let guidance = spec.classes.as_ref().map(|names| Guidance {
             classes: class_rows(&(0..names.len() as u32).collect::<Vec<_>>(), settings.nrow),
             scale: settings.guidance,
+            interval: settings.guidance_interval,
         });
         let options = GenerateOptions {
             n: settings.n,

@@ -10,8 +10,8 @@ use candle_core::{DType, Tensor};
 use clap::Parser;
 use ddpm_diffusion::sampler::Spacing;
 use ddpm_diffusion::{
-    BetaKind, GenerateOptions, Guidance, NoiseRng, Prediction, SamplerChoices, SamplerConfig,
-    Schedule, Variance, class_rows, generate,
+    BetaKind, GenerateOptions, Guidance, GuidanceInterval, NoiseRng, Prediction, SamplerChoices,
+    SamplerConfig, Schedule, Variance, class_rows, generate,
 };
 use ddpm_image::{Trajectory, grid, save_image, to_u8};
 use ddpm_run::{ClassChoice, NO_GUIDANCE, SampleSettings, checkpoint};
@@ -90,6 +90,10 @@ struct Args {
     /// conditional, higher = more typical of the class) [default: the run's].
     #[arg(long)]
     guidance: Option<f64>,
+    /// Class-conditional runs: guide only the steps whose time t lies in FROM·T..=TO·T
+    /// (fractions of the diffusion steps; `0,1` = every step) [default: the run's].
+    #[arg(long, value_name = "FROM,TO")]
+    guidance_interval: Option<GuidanceInterval>,
     /// Number of images [default: the run's grid size, else 81; with a list of classes, one
     /// row per class].
     #[arg(long)]
@@ -154,6 +158,7 @@ impl Args {
             nrow: self.nrow.unwrap_or(defaults.nrow),
             sampler: defaults.sampler.with(&choices)?,
             guidance: self.guidance.unwrap_or(defaults.guidance),
+            guidance_interval: self.guidance_interval.unwrap_or(defaults.guidance_interval),
         })
     }
 
@@ -165,9 +170,10 @@ impl Args {
         settings: &SampleSettings,
     ) -> Result<(usize, Option<Guidance>)> {
         let Some(names) = classes else {
-            if self.class.is_some() || self.guidance.is_some() {
+            if self.class.is_some() || self.guidance.is_some() || self.guidance_interval.is_some() {
                 bail!(
-                    "--class and --guidance need a class-conditional run; this one has no classes"
+                    "--class, --guidance and --guidance-interval need a class-conditional run; \
+                     this one has no classes"
                 );
             }
             return Ok((settings.n, None));
@@ -190,6 +196,7 @@ impl Args {
             Some(Guidance {
                 classes: labels,
                 scale: settings.guidance,
+                interval: settings.guidance_interval,
             }),
         ))
     }
@@ -204,6 +211,7 @@ const REFERENCE_SAMPLING: SampleSettings = SampleSettings {
         clip_x0: false,
     },
     guidance: NO_GUIDANCE,
+    guidance_interval: GuidanceInterval::ALL,
 };
 
 /// The most recently modified run directory under `runs/` that has a checkpoint.
@@ -305,7 +313,10 @@ fn run(args: &Args) -> Result<()> {
     }
     let guided = guidance
         .as_ref()
-        .map_or(String::new(), |g| format!(", guidance {}", g.scale));
+        .map_or(String::new(), |g| match g.interval {
+            GuidanceInterval::ALL => format!(", guidance {}", g.scale),
+            interval => format!(", guidance {} at t/T in [{interval}]", g.scale),
+        });
     eprintln!(
         "{n} images with {}{guided}{}",
         sampler,

@@ -51,6 +51,7 @@ fn run_with(dir: &Path, sampler: SamplerConfig, classes: &[&str]) -> PathBuf {
             } else {
                 2.0
             },
+            guidance_interval: ddpm_diffusion::GuidanceInterval::ALL,
         },
         classes: (!classes.is_empty()).then(|| classes.iter().map(|c| c.to_string()).collect()),
     };
@@ -460,6 +461,10 @@ fn a_conditional_run_draws_the_requested_classes() {
         "conflicts with a list",
     );
     fails_with(&["--checkpoint", run_s, "--guidance=-1"], "guidance scale");
+    fails_with(
+        &["--checkpoint", run_s, "--guidance-interval", "0.7,0.2"],
+        "0 <= FROM <= TO <= 1",
+    );
     // An unconditional run takes no class.
     let plain = tiny_run(&temp("unconditional"));
     fails_with(

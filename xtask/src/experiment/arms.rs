@@ -99,13 +99,14 @@ pub(super) fn arm_control(lab: &Lab) -> ControlOverrides {
 }
 
 /// The `quick` preset's recipe for `prediction` and `loss_weight`, run for the lab's steps
-/// (the LR schedule's horizon is those steps).
+/// over its `n_images` training images (the LR schedule's horizon is those steps).
 fn objective_config(
     lab: &Lab,
+    n_images: usize,
     prediction: Prediction,
     loss_weight: LossWeight,
 ) -> Result<TrainConfig> {
-    let batches_per_epoch = (2000usize).div_ceil(lab.scale.batch_size) as u64;
+    let batches_per_epoch = n_images.div_ceil(lab.scale.batch_size) as u64;
     let overrides = Overrides {
         recipe: RecipeOverrides {
             prediction: Some(prediction),
@@ -193,12 +194,20 @@ pub fn run(args: &super::Args, lab: &Lab) -> Result<String> {
         Experiment::Tint => return super::tint::run(lab, args),
         Experiment::Objectives => {
             intro = "The `quick` preset's recipe (modern UNet 16·[1,2,2], T = 100 scaled-linear β, batch 64, Adam 2e-3 with warmup and cosine decay over the steps shown, EMA 0.99, unconditional) trained for each prediction target with plain MSE and with min-SNR-γ weighting (γ = 5). Every arm costs the same per step (the loss weighting is a per-image scalar), so the equal step budget is an equal time budget: the training seconds column shows it. Sampled with the preset's grid sampler (DDIM-50, η = 1, x̂0 clipped) from the EMA weights.";
+            // The LR horizon is the run's steps: count the epochs they make over these images.
+            let n_images = lab
+                .scale
+                .dataset
+                .load(None, std::path::Path::new(super::CACHE_DIR))
+                .context("the objectives experiment's training images")?
+                .images
+                .len();
             let mut arms = Vec::new();
             for prediction in [Prediction::Epsilon, Prediction::V, Prediction::X0] {
                 for loss_weight in [LossWeight::None, LossWeight::MinSnr] {
                     let name = format!("{prediction:?}, {loss_weight:?}").to_lowercase();
                     let slug = name.replace(", ", "-");
-                    let config = objective_config(lab, prediction, loss_weight)?;
+                    let config = objective_config(lab, n_images, prediction, loss_weight)?;
                     arms.push((
                         name,
                         lab.train(&format!("objective-{slug}"), &config)?,

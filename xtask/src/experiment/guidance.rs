@@ -1,13 +1,14 @@
 //! `cargo xtask experiment guidance --checkpoint RUN`: one class-conditional run sampled at
 //! classifier-free guidance scales 0-8 with its own sampler, the same number of samples of every
 //! class at each scale (≥ 1,000 in all); per-class accuracy by the evaluator's classifier,
-//! Fréchet distance and confidence of the pooled samples, a plot and the reading.
+//! Fréchet distance and confidence of the pooled samples, a plot and the reading; then the
+//! same with guidance limited to an interval of the schedule.
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use ddpm_data::ImageSet;
-use ddpm_diffusion::{GenerateOptions, Guidance, class_rows};
+use ddpm_diffusion::{GenerateOptions, Guidance, GuidanceInterval, class_rows};
 use ddpm_image::{grid, save_image, to_u8};
 use ddpm_run::checkpoint;
 use plotters::prelude::*;
@@ -17,6 +18,17 @@ use super::{Args, Lab};
 
 /// The guidance scales measured (1 = the plain conditional model, 0 = its unconditional half).
 const SCALES: [f64; 6] = [0.0, 1.0, 2.0, 3.0, 5.0, 8.0];
+
+/// Guidance limited to part of the schedule (Kynkäänniemi et al. 2024): (scale, from, to),
+/// the interval in fractions of the diffusion steps T.
+const LIMITED: [(f64, f64, f64); 6] = [
+    (5.0, 0.0, 0.6),
+    (5.0, 0.3, 1.0),
+    (5.0, 0.4, 1.0),
+    (5.0, 0.5, 1.0),
+    (5.0, 0.3, 0.8),
+    (8.0, 0.4, 1.0),
+];
 
 /// The plot's file name beside the report's grids.
 const PLOT: &str = "guidance.png";
@@ -28,6 +40,9 @@ pub(super) struct GuidedPoint {
     pub per_class: usize,
     pub seed: u64,
     pub scale: f64,
+    /// The guided part of the schedule (points from before intervals guided every step).
+    #[serde(default = "every_step")]
+    pub interval: GuidanceInterval,
     pub frechet: f64,
     pub floor: f64,
     pub confidence: f64,
@@ -36,7 +51,19 @@ pub(super) struct GuidedPoint {
     pub seconds: f64,
 }
 
+fn every_step() -> GuidanceInterval {
+    GuidanceInterval::ALL
+}
+
 impl GuidedPoint {
+    /// The point's name: its scale, and its interval when limited (`w5`, `w5 t∈[0.3,1]`).
+    fn name(&self) -> String {
+        match self.interval {
+            GuidanceInterval::ALL => format!("w{}", self.scale),
+            i => format!("w{} t∈[{i}]", self.scale),
+        }
+    }
+
     /// The mean over classes of the per-class accuracy.
     pub fn mean_accuracy(&self) -> f64 {
         self.accuracy.iter().sum::<f64>() / self.accuracy.len() as f64
@@ -56,21 +83,18 @@ impl GuidedPoint {
 }
 
 impl Lab {
-    /// Draws `per_class` samples of every class of `subject` at guidance `scale` (the run's
-    /// sampler), scores them and keeps a grid of 9 per class as `<label>.png`. Points already
-    /// in `points.json` beside the report are reused.
+    /// Draws `per_class` samples of every class of `subject` at guidance `scale` within
+    /// `interval` (the run's sampler), scores them and keeps a grid of 9 per class as
+    /// `<label>.png`. Points already in `points.json` beside the report are reused.
     pub(super) fn guided_point(
         &self,
         subject: &Subject,
         classes: usize,
-        scale: f64,
+        (scale, interval): (f64, GuidanceInterval),
         per_class: usize,
         seed: u64,
     ) -> Result<GuidedPoint> {
-        let label = match seed {
-            1 => format!("w{scale}"),
-            _ => format!("w{scale}-seed{seed}"),
-        };
+        let label = point_label(scale, interval, seed);
         let cache = self.figures.join("points.json");
         let mut measured = read_points::<GuidedPoint>(&cache);
         if let Some(p) = measured
@@ -91,6 +115,7 @@ impl Lab {
             guidance: Some(Guidance {
                 classes: labels.clone(),
                 scale,
+                interval,
             }),
         };
         let (x, seconds) = subject.generate(&options, seed, &self.device)?;
@@ -135,6 +160,7 @@ impl Lab {
             per_class,
             seed,
             scale,
+            interval,
             frechet: quality.frechet,
             floor: quality.frechet_floor,
             confidence: quality.confidence,
@@ -152,6 +178,19 @@ impl Lab {
         write_points(&cache, &measured)?;
         Ok(point)
     }
+}
+
+/// A point's key in `points.json` and the stem of its grid's file: `w5`, `w5-t0.3-1`,
+/// `w5-seed2`.
+fn point_label(scale: f64, interval: GuidanceInterval, seed: u64) -> String {
+    let mut label = format!("w{scale}");
+    if interval != GuidanceInterval::ALL {
+        label += &format!("-t{}-{}", interval.from, interval.to);
+    }
+    if seed != 1 {
+        label += &format!("-seed{seed}");
+    }
+    label
 }
 
 /// Runs the guidance sweep on the class-conditional checkpoint `run`, `n` samples per scale;
@@ -186,10 +225,16 @@ pub(super) fn run(lab: &Lab, args: &Args, run: &Path, n: usize) -> Result<String
         .with_context(|| format!("cannot create {}", lab.figures.display()))?;
     let mut points = Vec::new();
     for scale in SCALES {
-        points.push(lab.guided_point(&subject, names.len(), scale, per_class, 1)?);
+        let every = (scale, GuidanceInterval::ALL);
+        points.push(lab.guided_point(&subject, names.len(), every, per_class, 1)?);
+    }
+    let mut limited = Vec::new();
+    for (scale, from, to) in LIMITED {
+        let interval = GuidanceInterval::new(from, to)?;
+        limited.push(lab.guided_point(&subject, names.len(), (scale, interval), per_class, 1)?);
     }
     // Seed noise at the run's own scale.
-    let own = manifest.sample.guidance;
+    let own = (manifest.sample.guidance, manifest.sample.guidance_interval);
     let repeat = lab.guided_point(&subject, names.len(), own, per_class, 2)?;
     plot(&lab.figures.join(PLOT), &points)?;
     let figures = lab
@@ -198,28 +243,24 @@ pub(super) fn run(lab: &Lab, args: &Args, run: &Path, n: usize) -> Result<String
         .and_then(|f| f.to_str())
         .unwrap_or("");
     Ok(body(
-        args,
-        run,
-        &manifest.sample,
-        &points,
-        &repeat,
-        per_class,
-        figures,
+        args, run, &manifest, &points, &limited, &repeat, per_class, figures,
     ))
 }
 
 fn body(
     args: &Args,
     run: &Path,
-    sample: &ddpm_run::SampleSettings,
+    manifest: &ddpm_run::RunManifest,
     points: &[GuidedPoint],
+    limited: &[GuidedPoint],
     repeat: &GuidedPoint,
     per_class: usize,
     figures: &str,
 ) -> String {
     let own = points
         .iter()
-        .find(|p| p.scale == sample.guidance)
+        .chain(limited)
+        .find(|p| p.scale == repeat.scale && p.interval == repeat.interval)
         .unwrap_or(repeat);
     let mut text = format!(
         "One class-conditional model (`{run}`, EMA weights) sampled with its own sampler \
@@ -230,16 +271,16 @@ fn body(
          are of the pooled, class-balanced samples against the MNIST test split (`{real}`), \
          real-vs-real floor {floor:.1} at this n. Per-class Fréchet distances are left out: \
          at {per_class} samples the estimate's own bias is several times the differences.\n\n\
-         **Noise**: the run's own scale w = {w} from seed 2 gave Fréchet {f2:.1} (seed 1: \
+         **Noise**: the run's own guidance ({w}) from seed 2 gave Fréchet {f2:.1} (seed 1: \
          {f1:.1}) and mean accuracy {a2:.3} (seed 1: {a1:.3}).\n\n\
          ![accuracy and Fréchet distance against the guidance scale]({figures}/{PLOT})\n\n\
          | w | Fréchet ↓ | confidence | mean accuracy | worst digit | {digits} | seconds |\n\
          |---|---|---|---|---|{sep}---|\n",
         run = run.display(),
-        sampler = sample.sampler,
+        sampler = manifest.sample.sampler,
         real = args.real.display(),
         floor = points[0].floor,
-        w = sample.guidance,
+        w = own.name(),
         f2 = repeat.frechet,
         f1 = own.frechet,
         a2 = repeat.mean_accuracy(),
@@ -250,31 +291,49 @@ fn body(
             .join(" | "),
         sep = "---|".repeat(10),
     );
-    for p in points {
+    let row = |p: &GuidedPoint, first: String| {
         let (worst, acc) = p.worst();
         let per: Vec<String> = p
             .accuracy
             .iter()
             .map(|a| format!("{:.0}", 100.0 * a))
             .collect();
-        text += &format!(
-            "| {} | {:.1} | {:.3} | {:.3} | {worst} ({:.0}%) | {} | {:.0} |\n",
-            p.scale,
+        format!(
+            "| {first} | {:.1} | {:.3} | {:.3} | {worst} ({:.0}%) | {} | {:.0} |\n",
             p.frechet,
             p.confidence,
             p.mean_accuracy(),
             100.0 * acc,
             per.join(" | "),
             p.seconds
-        );
-    }
-    text += "\n(per-digit columns: % of that digit's samples recognised as it)\n\n## Grids \
-             (9 samples of each digit, seed 1)\n\n";
+        )
+    };
     for p in points {
-        text += &format!(
-            "**w = {}**\n\n![w = {}]({figures}/w{}.png)\n\n",
-            p.scale, p.scale, p.scale
-        );
+        text += &row(p, p.scale.to_string());
+    }
+    text += &format!(
+        "\n(per-digit columns: % of that digit's samples recognised as it)\n\n\
+         ## Guidance limited to an interval\n\n\
+         The same samples (same seed, same x_T) guided only at the steps whose time t lies in \
+         [from·T, to·T] (T = {steps}; Kynkäänniemi et al. 2024), the plain conditional output \
+         (w = 1) at the others.\n\n\
+         | w | t/T guided | Fréchet ↓ | confidence | mean accuracy | worst digit | {digits} | \
+         seconds |\n|---|---|---|---|---|---|{sep}---|\n",
+        steps = manifest.n_steps,
+        digits = (0..10)
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(" | "),
+        sep = "---|".repeat(10),
+    );
+    for p in limited {
+        text += &row(p, format!("{} | [{}]", p.scale, p.interval));
+    }
+    text += "\n## Grids (9 samples of each digit, seed 1)\n\n";
+    for p in points.iter().chain(limited) {
+        let name = p.name();
+        let file = point_label(p.scale, p.interval, p.seed);
+        text += &format!("**{name}**\n\n![{name}]({figures}/{file}.png)\n\n");
     }
     text
 }
