@@ -37,8 +37,8 @@ pub struct GridRequest {
 
 impl GridRequest {
     /// The generation options for `manifest`'s run: its own sampler settings changed to this
-    /// request's sampler and steps (as the sampler's `--sampler` and `--steps` do), one batch
-    /// of the whole grid.
+    /// request's sampler and steps (as the sampler's `--sampler` and `--steps` do), guided in
+    /// the run's guidance interval, one batch of the whole grid.
     pub fn options(&self, manifest: &RunManifest) -> Result<GenerateOptions> {
         let n = GRID_SIDE * GRID_SIDE;
         let sampler = manifest.sample.sampler.with(&SamplerChoices {
@@ -57,6 +57,7 @@ impl GridRequest {
                 Some(Guidance {
                     classes: vec![class; n],
                     scale: self.guidance,
+                    interval: manifest.sample.guidance_interval,
                 })
             }
         };

@@ -98,10 +98,44 @@ pub fn run(out: &Path, args: &CheckArgs) -> Result<()> {
     std::fs::write(&screenshot, browser.screenshot()?)
         .with_context(|| format!("cannot write {}", screenshot.display()))?;
     println!("screenshot: {}", screenshot.display());
+    let refused = drawn
+        .is_ok()
+        .then(|| refuse_broken_checkpoint(&browser, out, &args.report_dir));
     drop(browser);
     server.stop();
     let browser = drawn?;
-    compare(&browser, &native, &request, args)
+    compare(&browser, &native, &request, args)?;
+    refused.unwrap_or(Ok(()))
+}
+
+/// Loads a checkpoint with truncated weights through the page's file input: the page must say
+/// why it cannot load it and keep the model it has.
+fn refuse_broken_checkpoint(browser: &Browser, out: &Path, dir: &Path) -> Result<()> {
+    let model = out.join(MODEL_DIR);
+    let weights = std::fs::read(model.join(ddpm_run::checkpoint::MODEL_FILE))?;
+    let broken = dir.join("broken.safetensors");
+    std::fs::write(&broken, &weights[..weights.len() / 2])?;
+    let manifest = model.join(ddpm_run::checkpoint::MANIFEST_FILE);
+    browser.choose_files(
+        "#checkpoint-files",
+        &[&manifest.canonicalize()?, &broken.canonicalize()?],
+    )?;
+    let shown = browser.wait_for(
+        "const e = document.getElementById('error'); return e.hidden ? null : e.textContent;",
+        Duration::from_secs(30),
+    )?;
+    let shown = shown.as_str().unwrap_or_default();
+    ensure!(
+        shown.contains("Cannot load this checkpoint") && shown.contains("broken.safetensors"),
+        "the page's message for a broken checkpoint does not say what is wrong: {shown}"
+    );
+    let status = browser.execute("return document.getElementById('model-status').textContent;")?;
+    ensure!(
+        status.as_str().is_some_and(|s| s.contains("still loaded")),
+        "after a broken checkpoint the page says: {status}"
+    );
+    println!("a broken checkpoint is refused on the page: {shown}");
+    Ok(())
 }
 
 fn draw_natively(model_dir: &Path, request: &GridRequest) -> Result<Drawn> {

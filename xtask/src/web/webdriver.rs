@@ -2,6 +2,7 @@
 //! port, one session, navigation, scripts and screenshots (JSON over HTTP with ureq).
 
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,9 @@ use serde_json::{Value, json};
 pub const CHROMIUM: &str = "chromium";
 /// The WebDriver server for Chromium.
 pub const CHROMEDRIVER: &str = "chromedriver";
+
+/// The key of a W3C WebDriver element reference.
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A headless Chromium session behind a `chromedriver` child process; both end on drop.
 pub struct Browser {
@@ -147,6 +151,25 @@ impl Browser {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Chooses `files` in the file input that `css` selects, as a user would.
+    pub fn choose_files(&self, css: &str, files: &[&Path]) -> Result<()> {
+        let found = self.session_call(
+            "POST",
+            "/element",
+            Some(json!({ "using": "css selector", "value": css })),
+        )?;
+        let element = found[ELEMENT_KEY]
+            .as_str()
+            .ok_or_else(|| anyhow!("no element {css}: {found}"))?;
+        let text: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        self.session_call(
+            "POST",
+            &format!("/element/{element}/value"),
+            Some(json!({ "text": text.join("\n") })),
+        )
+        .map(drop)
     }
 
     /// A PNG screenshot of the window.
