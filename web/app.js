@@ -29,6 +29,11 @@ function selectedDigit() {
   return value === 'any' ? null : Number(value);
 }
 
+// Guidance needs a class: "any" digit is the network's unconditional output.
+function guidanceApplies() {
+  $('guidance').disabled = selectedDigit() === null;
+}
+
 function samplerTakesSteps() {
   return $('sampler').value !== 'ddpm';
 }
@@ -44,7 +49,7 @@ function fillControls() {
   sampler.value = info.sampler.kind === 'ddpm' ? 'ddim' : info.sampler.kind;
   $('steps').value = '20';
   $('guidance').value = String(info.guidance);
-  $('guidance').disabled = info.classes.length === 0;
+  guidanceApplies();
   $('steps').disabled = !samplerTakesSteps();
   const t = $('t');
   t.max = String(info.n_steps - 1);
@@ -208,8 +213,7 @@ const onMessage = {
   },
 
   step({ done, total, t, rgba, ms }) {
-    const side = info.image[1] * GRID_SIDE;
-    paint($('grid'), side, info.image[2] * GRID_SIDE, rgba);
+    paint($('grid'), info.image[2] * GRID_SIDE, info.image[1] * GRID_SIDE, rgba);
     $('progress').max = total;
     $('progress').value = done;
     $('grid-status').textContent = `step ${done}/${total} (t = ${t.toFixed(1)}), ${ms.toFixed(1)} ms this step`;
@@ -251,6 +255,7 @@ function applyParamsAndDraw(params) {
     if (params.has(id)) $(id).value = params.get(id);
   }
   $('steps').disabled = !samplerTakesSteps();
+  guidanceApplies();
   requestNoise();
   draw();
 }
@@ -263,7 +268,10 @@ $('grid-form').addEventListener('submit', (event) => {
 });
 $('sampler').addEventListener('change', () => { $('steps').disabled = !samplerTakesSteps(); });
 $('t').addEventListener('input', requestNoise);
-$('digit').addEventListener('change', requestNoise);
+$('digit').addEventListener('change', () => {
+  guidanceApplies();
+  requestNoise();
+});
 $('seed').addEventListener('change', requestNoise);
 $('checkpoint-files').addEventListener('change', (event) => loadFiles(event.target.files));
 loadDefault();
