@@ -1,5 +1,5 @@
 //! `cargo xtask <command>`: the project's tasks that are not training or sampling themselves —
-//! downloads, checking a network against PyTorch, benchmarks.
+//! downloads, checking a network against PyTorch, benchmarks, the browser demo.
 
 use clap::{Parser, Subcommand};
 
@@ -8,6 +8,7 @@ mod eval;
 mod experiment;
 mod fetch;
 mod forward;
+mod web;
 
 /// Project tasks for the DDPM toolkit.
 #[derive(Debug, Parser)]
@@ -33,6 +34,12 @@ enum Command {
     TrainClassifier(eval::TrainClassifierArgs),
     /// Run one of the reference's comparisons and write docs/experiments/NAME.md.
     Experiment(experiment::Args),
+    /// Build the browser demo into a folder; `--serve` serves it on 127.0.0.1, `--check` tests
+    /// it in headless Chromium against the native sampler (docs/web.md).
+    Web(web::Args),
+    /// Make the browser demo's default model (web/model/) from a trained run: its manifest
+    /// and EMA weights in f16.
+    WebModel(web::ModelArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +51,7 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::TrainClassifier(args) => eval::train_classifier(args),
         Command::Experiment(args) => experiment::run(args),
+        Command::Web(args) => web::run(args),
+        Command::WebModel(args) => web::default_model::run(args),
     }
 }

@@ -219,7 +219,6 @@ pub struct LoadedModel {
 /// they exist, else the raw weights.
 pub fn load_model(dir: &Path, device: &Device, prefer_ema: bool) -> Result<LoadedModel> {
     let manifest = read_manifest(dir)?;
-    let model = manifest.build_model(device)?;
     let ema_path = dir.join(EMA_FILE);
     let used_ema = prefer_ema && ema_path.is_file();
     let path = if used_ema {
@@ -227,15 +226,53 @@ pub fn load_model(dir: &Path, device: &Device, prefer_ema: bool) -> Result<Loade
     } else {
         dir.join(MODEL_FILE)
     };
-    model
-        .load_state_dict(&read_tensors(&path, device)?)
-        .map_err(|e| RunError::Checkpoint {
-            path: path.clone(),
-            why: e.to_string(),
-        })?;
+    let model = model_with_weights(&manifest, &read_tensors(&path, device)?, &path, device)?;
     Ok(LoadedModel {
         model,
         manifest,
         used_ema,
     })
+}
+
+/// Reads a manifest held in memory (a file read without a file system, e.g. in a browser);
+/// `name` names it in errors.
+pub fn manifest_from_bytes(json: &[u8], name: &str) -> Result<RunManifest> {
+    serde_json::from_slice(json).map_err(|source| RunError::Json {
+        path: name.into(),
+        source,
+    })
+}
+
+/// Builds the network of `manifest` on `device` with the weights of a safetensors file held
+/// in memory (any float dtype: converted to the network's); `name` names the file in errors.
+pub fn model_from_bytes(
+    manifest: &RunManifest,
+    weights: &[u8],
+    name: &str,
+    device: &Device,
+) -> Result<Model> {
+    let tensors = candle_core::safetensors::load_buffer(weights, device).map_err(|e| {
+        RunError::Checkpoint {
+            path: name.into(),
+            why: format!("cannot read tensors: {e}"),
+        }
+    })?;
+    model_with_weights(manifest, &tensors, Path::new(name), device)
+}
+
+/// The network of `manifest` with `tensors` (read from `path`) loaded into it.
+fn model_with_weights(
+    manifest: &RunManifest,
+    tensors: &HashMap<String, Tensor>,
+    path: &Path,
+    device: &Device,
+) -> Result<Model> {
+    let model = manifest.build_model(device)?;
+    model
+        .load_state_dict(tensors)
+        .map_err(|e| RunError::Checkpoint {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
+    Ok(model)
 }

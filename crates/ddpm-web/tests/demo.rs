@@ -1,0 +1,122 @@
+//! The demo's engine on the committed default model (web/model/), natively.
+
+use ddpm_diffusion::{NoiseRng, generate};
+use ddpm_run::checkpoint;
+use ddpm_web::{Demo, GRID_SIDE, GridRequest, WebError, grid_picture};
+
+const MODEL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../web/model");
+
+fn model_files() -> (Vec<u8>, Vec<u8>) {
+    let read = |name: &str| std::fs::read(format!("{MODEL_DIR}/{name}")).unwrap();
+    (
+        read(checkpoint::MANIFEST_FILE),
+        read(checkpoint::MODEL_FILE),
+    )
+}
+
+fn demo() -> Demo {
+    let (manifest, weights) = model_files();
+    Demo::from_bytes(&manifest, &weights, checkpoint::MODEL_FILE).unwrap()
+}
+
+fn request(class: Option<u32>, sampler: &str, steps: Option<usize>) -> GridRequest {
+    GridRequest {
+        class,
+        sampler: sampler.into(),
+        steps,
+        guidance: 3.0,
+        seed: 5,
+    }
+}
+
+#[test]
+fn the_default_model_is_the_conditional_quick_preset() {
+    let info = demo().info();
+    assert_eq!(info.classes.len(), 10);
+    assert_eq!(info.image, [1, 28, 28]);
+    assert_eq!(info.n_steps, 100);
+    assert!(info.samplers.contains(&"ddim"));
+}
+
+#[test]
+fn the_grid_is_the_one_generate_draws_with_the_same_seed() {
+    let demo = demo();
+    let wanted = request(Some(3), "ddim", Some(2));
+    let mut steps = Vec::new();
+    let x0 = demo.grid(&wanted, |info| steps.push(info.done)).unwrap();
+    assert_eq!(steps, [1, 2]);
+    assert_eq!(x0.dims(), [GRID_SIDE * GRID_SIDE, 1, 28, 28]);
+
+    let (manifest, _) = model_files();
+    let loaded = checkpoint::load_model(MODEL_DIR.as_ref(), &candle_core::Device::Cpu, true);
+    let loaded = loaded.unwrap();
+    let manifest = checkpoint::manifest_from_bytes(&manifest, "manifest.json").unwrap();
+    let direct = generate(
+        &loaded.model,
+        &manifest.schedule(&candle_core::Device::Cpu).unwrap(),
+        &wanted.options(&manifest).unwrap(),
+        None,
+        &mut NoiseRng::new(wanted.seed),
+        &candle_core::Device::Cpu,
+        |_, _| {},
+    )
+    .unwrap();
+    let (a, b) = (
+        x0.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        direct.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+    );
+    assert_eq!(a, b);
+    let picture = grid_picture(&x0).unwrap();
+    assert_eq!((picture.width, picture.height), (112, 112));
+    assert_eq!(picture.rgba.len(), 112 * 112 * 4);
+}
+
+#[test]
+fn requests_follow_the_samplers_rules() {
+    let (manifest, _) = model_files();
+    let manifest = checkpoint::manifest_from_bytes(&manifest, "manifest.json").unwrap();
+    let any = request(None, "dpm++", Some(7)).options(&manifest).unwrap();
+    assert!(any.guidance.is_none(), "any digit is drawn unguided");
+    assert_eq!(any.sampler.timesteps(100).unwrap().len(), 7);
+    let seven = request(Some(7), "ddim", Some(20))
+        .options(&manifest)
+        .unwrap();
+    assert_eq!(seven.guidance.unwrap().classes, vec![7; 16]);
+    let err = request(Some(1), "ddpm", Some(20)).options(&manifest);
+    assert!(err.unwrap_err().to_string().contains("--steps"));
+    let err = request(Some(1), "magic", None).options(&manifest);
+    assert!(err.is_err());
+}
+
+#[test]
+fn a_broken_checkpoint_is_refused_with_a_message() {
+    let (manifest, weights) = model_files();
+    let corrupt = Demo::from_bytes(&manifest, &weights[..weights.len() / 2], "mine.safetensors");
+    let message = corrupt.err().unwrap().to_string();
+    assert!(message.contains("mine.safetensors"), "{message}");
+    let garbled = Demo::from_bytes(b"{\"model\": 3}", &weights, "mine.safetensors");
+    assert!(matches!(garbled, Err(WebError::Run(_))));
+    let message = garbled.err().unwrap().to_string();
+    assert!(message.contains("manifest.json"), "{message}");
+}
+
+#[test]
+fn the_forward_process_noises_a_real_digit() {
+    let demo = demo();
+    let clean = demo.noised_digit(Some(4), 0, 1).unwrap();
+    let noisy = demo.noised_digit(Some(4), 99, 1).unwrap();
+    assert_eq!(clean.x0, noisy.x0);
+    let differing = |a: &[u8], b: &[u8]| a.iter().zip(b).filter(|(x, y)| x != y).count();
+    assert!(
+        differing(&clean.x0.rgba, &clean.x_t.rgba) < differing(&noisy.x0.rgba, &noisy.x_t.rgba)
+    );
+    assert!(
+        noisy.row.sigma > 0.99 && clean.row.sigma < 0.1,
+        "{:?}",
+        noisy.row
+    );
+    assert!(demo.noised_digit(None, 100, 1).is_err());
+    let rows = demo.schedule_rows();
+    assert_eq!(rows.len(), 100);
+    assert!(rows.windows(2).all(|w| w[1].alpha_bar < w[0].alpha_bar));
+}
