@@ -1,9 +1,10 @@
 //! `cargo xtask <command>`: the project's tasks that are not training or sampling themselves —
-//! downloads, checking a network against PyTorch, benchmarks.
+//! downloads, checking a network against PyTorch, benchmarks, chaos resume.
 
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod chaos;
 mod eval;
 mod experiment;
 mod fetch;
@@ -33,6 +34,9 @@ enum Command {
     TrainClassifier(eval::TrainClassifierArgs),
     /// Run one of the reference's comparisons and write docs/experiments/NAME.md.
     Experiment(experiment::Args),
+    /// Kill a training run (SIGKILL) at random moments, resume it each time, and compare it bit
+    /// for bit with the same run left alone.
+    Chaos(chaos::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +48,6 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::TrainClassifier(args) => eval::train_classifier(args),
         Command::Experiment(args) => experiment::run(args),
+        Command::Chaos(args) => chaos::run(args),
     }
 }

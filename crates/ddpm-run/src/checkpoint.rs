@@ -114,6 +114,18 @@ fn json_bytes(name: &str, value: &impl Serialize) -> Result<Vec<u8>> {
     })
 }
 
+/// Replaces the file `path` with `bytes` atomically: written (and synced) beside it as
+/// `.<name>.tmp` and renamed over it, so a kill leaves the old contents or the new ones.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into());
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    if let Err(e) = Disk.write(&tmp, bytes) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err("writing", &tmp)(e));
+    }
+    std::fs::rename(&tmp, path).map_err(io_err("replacing", path))
+}
+
 /// Reads a JSON file, naming it when it is missing or malformed.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(io_err("reading", path))?;
