@@ -233,9 +233,8 @@ fn logged_steps(run: &Path) -> std::io::Result<Vec<Logged>> {
     let text = std::fs::read_to_string(run.join("metrics.jsonl"))?;
     text.lines()
         .map(|line| {
-            let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
-                std::io::Error::other(format!("{}: {e}: {line}", run.display()))
-            })?;
+            let value: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| std::io::Error::other(format!("{}: {e}: {line}", run.display())))?;
             let int = |k: &str| value[k].as_u64().unwrap_or(u64::MAX);
             let float = |k: &str| value[k].as_f64().map_or(u64::MAX, f64::to_bits);
             Ok((int("step"), int("epoch"), float("loss"), float("lr")))
@@ -245,10 +244,7 @@ fn logged_steps(run: &Path) -> std::io::Result<Vec<Logged>> {
 
 /// The run's steps, the steps logged more than once under kills, and every logged step of
 /// the killed run that differs from (or is missing in) the uninterrupted run's log.
-fn compare_losses(
-    reference: &Path,
-    chaos: &Path,
-) -> std::io::Result<(u64, usize, Vec<String>)> {
+fn compare_losses(reference: &Path, chaos: &Path) -> std::io::Result<(u64, usize, Vec<String>)> {
     let want: BTreeMap<u64, Logged> = logged_steps(reference)?
         .into_iter()
         .map(|l| (l.0, l))

@@ -102,7 +102,9 @@ fn write_file(
     digests: &mut Digests,
 ) -> Result<()> {
     let path = dir.join(name);
-    writer.write(&path, bytes).map_err(io_err("writing", &path))?;
+    writer
+        .write(&path, bytes)
+        .map_err(io_err("writing", &path))?;
     digests.sha256.insert(name.to_string(), sha256_hex(bytes));
     Ok(())
 }
@@ -117,7 +119,9 @@ fn json_bytes(name: &str, value: &impl Serialize) -> Result<Vec<u8>> {
 /// Replaces the file `path` with `bytes` atomically: written (and synced) beside it as
 /// `.<name>.tmp` and renamed over it, so a kill leaves the old contents or the new ones.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into());
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into());
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     if let Err(e) = Disk.write(&tmp, bytes) {
         let _ = std::fs::remove_file(&tmp);

@@ -276,7 +276,16 @@ fn a_disk_that_fills_up_mid_save_leaves_the_previous_checkpoint_and_no_debris() 
             assert!(!root.join("step_2").exists(), "budget {budget}");
         }
     }
-    save_with(&run, 2, None, &mut FillingDisk { budget: total, sizes: Vec::new() }).unwrap();
+    save_with(
+        &run,
+        2,
+        None,
+        &mut FillingDisk {
+            budget: total,
+            sizes: Vec::new(),
+        },
+    )
+    .unwrap();
     assert_eq!(checkpoint::latest(&run).unwrap(), root.join("step_2"));
 }
 
@@ -341,5 +350,8 @@ fn the_newest_intact_checkpoint_before_a_damaged_one_is_found() {
     std::fs::remove_file(root.join("step_1").join(MODEL_FILE)).unwrap();
     assert_eq!(checkpoint::newest_intact_before(&run, 3).unwrap(), None);
     assert!(checkpoint::named(&run, "latest").is_err());
-    assert_eq!(checkpoint::named(&run, "step_3").unwrap(), root.join("step_3"));
+    assert_eq!(
+        checkpoint::named(&run, "step_3").unwrap(),
+        root.join("step_3")
+    );
 }

@@ -525,7 +525,10 @@ impl TrainConfig {
     /// Writes `config.json` atomically (a kill leaves the old file or the new one).
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).expect("the configuration serialises");
-        Ok(ddpm_run::checkpoint::write_atomically(path, text.as_bytes())?)
+        Ok(ddpm_run::checkpoint::write_atomically(
+            path,
+            text.as_bytes(),
+        )?)
     }
 }
 

@@ -27,8 +27,8 @@ pub enum TrainError {
     /// The checkpoint to resume from is missing or damaged (`hint`: which one is intact).
     #[error("{cause}; {hint}")]
     DamagedCheckpoint {
-        /// What is wrong with it.
-        cause: ddpm_run::RunError,
+        /// What is wrong with it (boxed: it is large).
+        cause: Box<ddpm_run::RunError>,
         /// The newest intact earlier checkpoint and how to resume from it, or that none is.
         hint: String,
     },

@@ -615,7 +615,9 @@ fn resume_point(run_dir: &Path, from: Option<&str>) -> Result<PathBuf> {
     let before = checkpoint::latest_step(run_dir).unwrap_or(u64::MAX);
     let hint = match checkpoint::newest_intact_before(run_dir, before) {
         Ok(Some(dir)) => {
-            let name = dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into());
+            let name = dir
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into());
             format!(
                 "the newest intact checkpoint is {name}: continue from it with --resume {} \
                  --from {name} (later checkpoints are replaced as the run reaches them)",
@@ -626,7 +628,10 @@ fn resume_point(run_dir: &Path, from: Option<&str>) -> Result<PathBuf> {
         Err(_) => return Err(cause.into()),
         Ok(None) => "no earlier checkpoint is intact".into(),
     };
-    Err(TrainError::DamagedCheckpoint { cause, hint })
+    Err(TrainError::DamagedCheckpoint {
+        cause: Box::new(cause),
+        hint,
+    })
 }
 
 fn progress_bar(total: u64, start: u64) -> ProgressBar {

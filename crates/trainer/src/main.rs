@@ -175,7 +175,10 @@ fn failure_status(e: &anyhow::Error) -> i32 {
         _ if signal != 0 => 128 + signal,
         Some(TrainError::NonFiniteLoss { .. }) => EXIT_DIVERGED,
         Some(t) if t.is_bad_input() => EXIT_BAD_INPUT,
-        _ => match e.chain().find_map(|c| c.downcast_ref::<ddpm_run::RunError>()) {
+        _ => match e
+            .chain()
+            .find_map(|c| c.downcast_ref::<ddpm_run::RunError>())
+        {
             Some(r) if r.is_bad_input() => EXIT_BAD_INPUT,
             _ => EXIT_FAILED,
         },
