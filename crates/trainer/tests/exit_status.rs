@@ -106,3 +106,17 @@ fn a_damaged_latest_checkpoint_names_the_intact_one_and_from_resumes_it() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(std::fs::read(last.join("digests.json")).unwrap(), digests);
 }
+
+/// A checkpoint saved before digests existed (no digests.json) resumes, with a warning.
+#[test]
+fn a_checkpoint_without_digests_resumes_with_a_warning() {
+    let out = temp("no-digests");
+    let (code, stderr) = trainer(&tiny(4, 2, &out, &[]));
+    assert_eq!(code, 0, "{stderr}");
+    std::fs::remove_file(out.join("checkpoints/step_4/digests.json")).unwrap();
+    let run = out.display().to_string();
+    let (code, stderr) = trainer(&strings(&["--resume", &run, "--max-steps", "6"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("not verified"), "{stderr}");
+    assert!(out.join("checkpoints/step_6/digests.json").is_file());
+}
