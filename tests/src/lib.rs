@@ -4,6 +4,10 @@
 //! Small fixtures from the PyTorch reference are committed under `tests/fixtures/`. Large ones
 //! are read from the read-only `../shared` folder next to the checkout: a test that needs one
 //! skips with a message when the folder is absent, but fails when `CI=true` (CI always has it).
+//!
+//! [`chaos`]: the kill-and-resume harness (`cargo xtask chaos`, the trainer's tests).
+
+pub mod chaos;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -208,6 +208,7 @@ impl Lab {
         let options = RunOptions {
             out_dir: run.clone(),
             resume: false,
+            resume_from: None,
             device: self.device.clone(),
             cache_dir: PathBuf::from(CACHE_DIR),
             stop: Arc::new(AtomicBool::new(false)),

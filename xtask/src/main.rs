@@ -1,9 +1,10 @@
 //! `cargo xtask <command>`: the project's tasks that are not training or sampling themselves —
-//! downloads, checking a network against PyTorch, benchmarks, the browser demo.
+//! downloads, checking a network against PyTorch, benchmarks, the browser demo, chaos resume.
 
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod chaos;
 mod eval;
 mod experiment;
 mod fetch;
@@ -40,6 +41,9 @@ enum Command {
     /// Make the browser demo's default model (web/model/) from a trained run: its manifest
     /// and EMA weights in f16.
     WebModel(web::ModelArgs),
+    /// Kill a training run (SIGKILL) at random moments, resume it each time, and compare it bit
+    /// for bit with the same run left alone.
+    Chaos(chaos::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,5 +57,6 @@ fn main() -> anyhow::Result<()> {
         Command::Experiment(args) => experiment::run(args),
         Command::Web(args) => web::run(args),
         Command::WebModel(args) => web::default_model::run(args),
+        Command::Chaos(args) => chaos::run(args),
     }
 }

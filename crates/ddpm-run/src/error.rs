@@ -38,12 +38,42 @@ pub enum RunError {
         /// What is wrong.
         why: String,
     },
+    /// Writing a checkpoint failed; nothing already saved was changed.
+    #[error(
+        "cannot save checkpoint {checkpoint} in {}: {cause} (the partial files were removed; \
+         `latest` and the earlier checkpoints are untouched)",
+        root.display()
+    )]
+    Save {
+        /// The checkpoint being written (`step_<N>`).
+        checkpoint: String,
+        /// The checkpoints folder.
+        root: PathBuf,
+        /// What failed, naming the file.
+        cause: Box<RunError>,
+    },
     /// A device could not be opened.
     #[error("{0}")]
     Device(String),
     /// A class named on the command line that the run does not have.
     #[error("{0}")]
     UnknownClass(String),
+}
+
+impl RunError {
+    /// True when the error lies in what was given (a checkpoint that is missing, damaged or
+    /// does not fit, a malformed file, an unknown class or device) rather than in I/O.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            RunError::Checkpoint { .. }
+            | RunError::Json { .. }
+            | RunError::Unet(_)
+            | RunError::Diffusion(_)
+            | RunError::Device(_)
+            | RunError::UnknownClass(_) => true,
+            RunError::Candle(_) | RunError::Io { .. } | RunError::Save { .. } => false,
+        }
+    }
 }
 
 impl From<ddpm_unet::UnetError> for RunError {

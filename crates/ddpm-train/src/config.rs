@@ -522,10 +522,13 @@ impl TrainConfig {
         })
     }
 
-    /// Writes `config.json`.
+    /// Writes `config.json` atomically (a kill leaves the old file or the new one).
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).expect("the configuration serialises");
-        std::fs::write(path, text).map_err(crate::error::io_err("writing", path))
+        Ok(ddpm_run::checkpoint::write_atomically(
+            path,
+            text.as_bytes(),
+        )?)
     }
 }
 

@@ -24,6 +24,14 @@ pub enum TrainError {
     /// Writing a sample grid failed.
     #[error(transparent)]
     Image(#[from] ddpm_image::ImageError),
+    /// The checkpoint to resume from is missing or damaged (`hint`: which one is intact).
+    #[error("{cause}; {hint}")]
+    DamagedCheckpoint {
+        /// What is wrong with it (boxed: it is large).
+        cause: Box<ddpm_run::RunError>,
+        /// The newest intact earlier checkpoint and how to resume from it, or that none is.
+        hint: String,
+    },
     /// Options that do not fit together.
     #[error("{0}")]
     Config(String),
@@ -38,6 +46,25 @@ pub enum TrainError {
         /// The value.
         loss: f32,
     },
+}
+
+impl TrainError {
+    /// True when the error lies in what the run was given (options, configuration, data, the
+    /// checkpoint to resume) rather than in running it (I/O, devices, peers, divergence).
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            TrainError::Config(_)
+            | TrainError::Data(_)
+            | TrainError::Diffusion(_)
+            | TrainError::Unet(_)
+            | TrainError::DamagedCheckpoint { .. } => true,
+            TrainError::Run(e) => e.is_bad_input(),
+            TrainError::Candle(_)
+            | TrainError::Dist(_)
+            | TrainError::Image(_)
+            | TrainError::NonFiniteLoss { .. } => false,
+        }
+    }
 }
 
 impl From<ddpm_unet::UnetError> for TrainError {

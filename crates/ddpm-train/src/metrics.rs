@@ -33,8 +33,10 @@ pub(crate) fn append(path: &Path, line: &MetricsLine) -> Result<()> {
         .append(true)
         .open(path)
         .map_err(io_err("opening", path))?;
-    let text = serde_json::to_string(line).expect("metrics serialise");
-    writeln!(file, "{text}").map_err(io_err("appending to", path))
+    // One write of the whole line: a kill cannot leave half a line for the next to join.
+    let text = serde_json::to_string(line).expect("metrics serialise") + "\n";
+    file.write_all(text.as_bytes())
+        .map_err(io_err("appending to", path))
 }
 
 /// Reads the lines of `metrics.jsonl` (for a resumed run's curve); unreadable lines are skipped.

@@ -16,6 +16,9 @@ pub struct RunOptions {
     pub out_dir: PathBuf,
     /// Continue the run in `out_dir` from its latest checkpoint.
     pub resume: bool,
+    /// With `resume`: continue from this checkpoint (`step_<N>`) instead of the latest (when
+    /// the latest is damaged; later checkpoints are replaced as the run reaches them).
+    pub resume_from: Option<String>,
     /// Where tensors live.
     pub device: Device,
     /// Where decoded image folders are cached.

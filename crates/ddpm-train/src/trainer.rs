@@ -114,7 +114,7 @@ impl<'a> Trainer<'a> {
             None
         };
         let resume_from = if options.resume {
-            Some(checkpoint::latest(out)?)
+            Some(resume_point(out, options.resume_from.as_deref())?)
         } else {
             if out.join(checkpoint::CHECKPOINTS_DIR).exists() {
                 return Err(TrainError::Config(format!(
@@ -594,6 +594,44 @@ impl<'a> Trainer<'a> {
         self.model.load_state_dict(&dict.into_iter().collect())?;
         Ok(())
     }
+}
+
+/// The verified checkpoint to resume `run_dir` from: `from` (`step_<N>`) or the latest. A
+/// missing or damaged latest one is refused with the newest intact earlier checkpoint named.
+fn resume_point(run_dir: &Path, from: Option<&str>) -> Result<PathBuf> {
+    let verified = |dir: PathBuf| -> ddpm_run::Result<PathBuf> {
+        if let Some(warning) = checkpoint::verify(&dir)?.warning(&dir) {
+            eprintln!("{warning}");
+        }
+        Ok(dir)
+    };
+    if let Some(name) = from {
+        return Ok(checkpoint::named(run_dir, name).and_then(verified)?);
+    }
+    let cause = match checkpoint::latest(run_dir).and_then(verified) {
+        Ok(dir) => return Ok(dir),
+        Err(cause) => cause,
+    };
+    let before = checkpoint::latest_step(run_dir).unwrap_or(u64::MAX);
+    let hint = match checkpoint::newest_intact_before(run_dir, before) {
+        Ok(Some(dir)) => {
+            let name = dir
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into());
+            format!(
+                "the newest intact checkpoint is {name}: continue from it with --resume {} \
+                 --from {name} (later checkpoints are replaced as the run reaches them)",
+                run_dir.display()
+            )
+        }
+        // No checkpoints folder at all: the cause says enough.
+        Err(_) => return Err(cause.into()),
+        Ok(None) => "no earlier checkpoint is intact".into(),
+    };
+    Err(TrainError::DamagedCheckpoint {
+        cause: Box::new(cause),
+        hint,
+    })
 }
 
 fn progress_bar(total: u64, start: u64) -> ProgressBar {

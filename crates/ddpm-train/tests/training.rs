@@ -74,6 +74,7 @@ fn options(out: &Path, resume: bool) -> RunOptions {
     RunOptions {
         out_dir: out.to_path_buf(),
         resume,
+        resume_from: None,
         device: Device::Cpu,
         cache_dir: out.join("cache"),
         stop: Arc::new(AtomicBool::new(false)),

@@ -132,6 +132,9 @@ struct Args {
     /// cpu | cuda | cuda:N [default: CUDA when available]
     #[arg(long)]
     device: Option<String>,
+    /// Print an error's backtrace after its message (RUST_BACKTRACE alone does not).
+    #[arg(long)]
+    debug: bool,
 }
 
 impl Args {
@@ -237,9 +240,17 @@ fn timestamp() -> u64 {
 fn main() {
     ddpm_nn::configure_cpu_threads();
     let args = Args::parse();
+    if args.debug {
+        // SAFETY: still single-threaded, so no other thread reads the environment.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "1") };
+    }
     if let Err(e) = run(&args) {
-        // A user error is one line of message: no backtrace, whatever RUST_BACKTRACE says.
-        eprintln!("Error: {e:#}");
+        // The message chain; the backtrace only when asked for with --debug.
+        if args.debug {
+            eprintln!("Error: {e:?}");
+        } else {
+            eprintln!("Error: {e:#}");
+        }
         std::process::exit(1);
     }
 }
@@ -287,6 +298,9 @@ fn run(args: &Args) -> Result<()> {
             };
             let dir = checkpoint::resolve(&run)?;
             let loaded = checkpoint::load_model(&dir, &device, !args.no_ema)?;
+            if let Some(warning) = loaded.integrity.warning(&dir) {
+                eprintln!("{warning}");
+            }
             eprintln!(
                 "sampling {} ({} weights)",
                 dir.display(),

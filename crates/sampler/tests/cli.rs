@@ -256,6 +256,18 @@ fn bad_input_gets_clear_errors() {
         &["--checkpoint", corrupt.to_str().unwrap(), "--no-ema"],
         "model.safetensors",
     );
+    // The raw weights truncated: a sample of the EMA weights is refused too, naming them.
+    std::fs::copy(
+        checkpoint.join("model.safetensors"),
+        corrupt.join("model.safetensors"),
+    )
+    .unwrap();
+    let bytes = std::fs::read(corrupt.join("model.safetensors")).unwrap();
+    std::fs::write(corrupt.join("model.safetensors"), &bytes[..bytes.len() - 8]).unwrap();
+    fails_with(
+        &["--checkpoint", corrupt.to_str().unwrap()],
+        "model.safetensors is corrupt",
+    );
     let wrong = dir.join("wrong.safetensors");
     std::fs::copy(checkpoint.join("model.safetensors"), &wrong).unwrap();
     fails_with(

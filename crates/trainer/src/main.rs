@@ -1,10 +1,13 @@
 //! `trainer`: train a DDPM. A thin command line over `ddpm_train`.
 //!
 //! Exit status: 0 when the run finished, 130 when stopped by Ctrl-C (SIGINT) and 143 when
-//! stopped by SIGTERM (after saving a checkpoint and the final grid, as shells expect), 1 on
-//! an error, and `ddpm_dist::EXIT_PEER_LOST` when another rank of a data-parallel run failed.
+//! stopped by SIGTERM (after saving a checkpoint and the final grid, as shells expect), 2 on
+//! bad input (options, configuration, data, the checkpoint to resume; clap's status for bad
+//! options too), 3 when training diverged (a non-finite loss), `ddpm_dist::EXIT_PEER_LOST`
+//! (75) when another rank of a data-parallel run failed, and 1 on any other error. An error
+//! prints its message chain; `--debug` adds the backtrace.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
@@ -22,7 +25,8 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 /// Explicit options override the preset. Networks: see docs/networks.md.
 ///
 /// Exit status: 0 finished, 130 stopped by Ctrl-C, 143 stopped by SIGTERM (both after saving
-/// a checkpoint), 1 error.
+/// a checkpoint), 2 bad input (options, configuration, data, checkpoint), 3 training diverged
+/// (non-finite loss), 75 another rank failed, 1 any other error.
 #[derive(Debug, Parser)]
 #[command(name = "trainer", version)]
 struct Args {
@@ -65,6 +69,13 @@ struct Args {
     /// --log-every, --save-every, --sample-every, --keep-last, --data-dir) may be given with it.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["preset", "config", "dataset", "out"])]
     resume: Option<PathBuf>,
+    /// With --resume: continue from this checkpoint (step_N) instead of the latest, e.g. when
+    /// the latest is damaged (later checkpoints are replaced as the run reaches them).
+    #[arg(long, value_name = "step_N", requires = "resume")]
+    from: Option<String>,
+    /// Print an error's backtrace after its message (RUST_BACKTRACE alone does not).
+    #[arg(long)]
+    debug: bool,
 }
 
 impl Args {
@@ -107,38 +118,71 @@ impl Args {
 /// Which signal stopped the run (0 = none yet): the exit status follows it.
 static STOPPED_BY: AtomicI32 = AtomicI32::new(0);
 
+/// Exit status of an error other than those below.
+const EXIT_FAILED: i32 = 1;
+/// Exit status of bad input: options, configuration, data, the checkpoint to resume (clap
+/// exits with 2 on bad options too).
+const EXIT_BAD_INPUT: i32 = 2;
+/// Exit status of a run whose loss became NaN or infinite.
+const EXIT_DIVERGED: i32 = 3;
+
 fn main() {
     ddpm_nn::configure_cpu_threads();
     let args = Args::parse();
+    if args.debug {
+        // SAFETY: still single-threaded (no thread is started before this point), so no
+        // other thread can read the environment concurrently.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "1") };
+    }
     let stop = Arc::new(AtomicBool::new(false));
     if let Err(e) = watch_signals(stop.clone(), args.gpus > 1 && !WorldInfo::env_present()) {
         eprintln!("Error: cannot watch for Ctrl-C: {e}");
-        std::process::exit(1);
+        std::process::exit(EXIT_FAILED);
     }
-    let status = match run(&args, stop) {
+    let outcome = resolve(&args)
+        .map_err(|e| (e, EXIT_BAD_INPUT))
+        .and_then(|(config, out)| {
+            run(&args, &config, out, stop).map_err(|e| {
+                let status = failure_status(&e);
+                (e, status)
+            })
+        });
+    let status = match outcome {
         Ok(()) => match STOPPED_BY.load(Ordering::SeqCst) {
             0 => 0,
             signal => 128 + signal,
         },
-        Err(e) => {
-            // A user error is one line of message: no backtrace, whatever RUST_BACKTRACE says.
-            eprintln!("Error: {e:#}");
-            let peer_lost = e
-                .downcast_ref::<TrainError>()
-                .is_some_and(|t| matches!(t, TrainError::Dist(d) if d.is_peer_failure()));
-            let signal = STOPPED_BY.load(Ordering::SeqCst);
-            if peer_lost {
-                // Another rank failed first: exit with the status the launcher reads as "not
-                // the cause".
-                ddpm_dist::EXIT_PEER_LOST
-            } else if signal != 0 {
-                128 + signal
+        Err((e, status)) => {
+            // The message chain; the backtrace only when asked for with --debug.
+            if args.debug {
+                eprintln!("Error: {e:?}");
             } else {
-                1
+                eprintln!("Error: {e:#}");
             }
+            status
         }
     };
     std::process::exit(status);
+}
+
+/// The exit status of a run that failed with `e`.
+fn failure_status(e: &anyhow::Error) -> i32 {
+    let train_error = e.chain().find_map(|c| c.downcast_ref::<TrainError>());
+    let signal = STOPPED_BY.load(Ordering::SeqCst);
+    match train_error {
+        // Another rank failed first: the status the launcher reads as "not the cause".
+        Some(TrainError::Dist(d)) if d.is_peer_failure() => ddpm_dist::EXIT_PEER_LOST,
+        _ if signal != 0 => 128 + signal,
+        Some(TrainError::NonFiniteLoss { .. }) => EXIT_DIVERGED,
+        Some(t) if t.is_bad_input() => EXIT_BAD_INPUT,
+        _ => match e
+            .chain()
+            .find_map(|c| c.downcast_ref::<ddpm_run::RunError>())
+        {
+            Some(r) if r.is_bad_input() => EXIT_BAD_INPUT,
+            _ => EXIT_FAILED,
+        },
+    }
 }
 
 /// Ctrl-C or SIGTERM sets `stop` (the run saves and stops after the current step); a second
@@ -195,7 +239,7 @@ fn resolve(args: &Args) -> Result<(TrainConfig, PathBuf)> {
 }
 
 /// `--gpus N`: runs this command as N rank processes with a shared run directory.
-fn launch_ranks(args: &Args, out_dir: &std::path::Path) -> Result<()> {
+fn launch_ranks(args: &Args, out_dir: &Path) -> Result<()> {
     let mut child_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     if args.resume.is_none() && args.out.is_none() {
         child_args.extend(["--out".into(), out_dir.as_os_str().to_owned()]);
@@ -210,8 +254,7 @@ fn launch_ranks(args: &Args, out_dir: &std::path::Path) -> Result<()> {
     Ok(launched?)
 }
 
-fn run(args: &Args, stop: Arc<AtomicBool>) -> Result<()> {
-    let (config, out_dir) = resolve(args)?;
+fn run(args: &Args, config: &TrainConfig, out_dir: PathBuf, stop: Arc<AtomicBool>) -> Result<()> {
     if args.gpus > 1 && !WorldInfo::env_present() {
         return launch_ranks(args, &out_dir);
     }
@@ -242,12 +285,13 @@ fn run(args: &Args, stop: Arc<AtomicBool>) -> Result<()> {
     let options = RunOptions {
         out_dir,
         resume: args.resume.is_some(),
+        resume_from: args.from.clone(),
         device,
         cache_dir: args.cache_dir.clone(),
         stop,
         world: world.clone(),
     };
-    let summary = ddpm_train::train(&config, &options)?;
+    let summary = ddpm_train::train(config, &options)?;
     if world.is_main() {
         eprintln!(
             "{} after {} steps; checkpoint {}; samples {}",

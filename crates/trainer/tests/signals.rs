@@ -90,7 +90,8 @@ fn ctrl_c_saves_and_exits_130() {
     assert!(out.join("checkpoints/latest").is_file(), "{log}");
     assert!(out.join("samples/final.png").is_file(), "{log}");
 
-    // Resuming with another --epochs would bend the LR curve part-way: refused, status 1.
+    // Resuming with another --epochs would bend the LR curve part-way: refused as bad input
+    // (status 2).
     let resume = Command::new(env!("CARGO_BIN_EXE_trainer"))
         .args(["--epochs", "5", "--resume"])
         .arg(&out)
@@ -98,7 +99,7 @@ fn ctrl_c_saves_and_exits_130() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&resume.stderr);
-    assert_eq!(resume.status.code(), Some(1), "{stderr}");
+    assert_eq!(resume.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("horizon of the LR schedule"), "{stderr}");
     // A user error is its message, not a backtrace.
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
