@@ -56,25 +56,30 @@ pub struct ChaosReport {
     pub differences: Vec<String>,
 }
 
+/// Trainer options of the tests' tiny network: the reference UNet at widths 4,8 and T = 20 on the
+/// embedded digits, batch 8, an LR horizon of 100 epochs. Tests add the run's control.
+pub const TINY_NETWORK_ARGS: [&str; 14] = [
+    "--preset",
+    "ref-mnist",
+    "--dataset",
+    "embedded",
+    "--channels",
+    "4,8",
+    "--pe-dim",
+    "8",
+    "--n-steps",
+    "20",
+    "--batch-size",
+    "8",
+    "--epochs",
+    "100",
+];
+
 /// The options of a tiny run (a 4,8-channel reference UNet with EMA, warmup, cosine LR and
 /// clipping on the embedded digits, on the CPU) of `steps` steps with a checkpoint every
 /// `save_every` steps: what the test and `cargo xtask chaos` train.
 pub fn tiny_run_args(steps: u64, save_every: u64) -> Vec<String> {
-    let args = [
-        "--preset",
-        "ref-mnist",
-        "--dataset",
-        "embedded",
-        "--channels",
-        "4,8",
-        "--pe-dim",
-        "8",
-        "--n-steps",
-        "20",
-        "--batch-size",
-        "8",
-        "--epochs",
-        "100",
+    let recipe = [
         "--ema",
         "0.9",
         "--warmup-steps",
@@ -88,7 +93,11 @@ pub fn tiny_run_args(steps: u64, save_every: u64) -> Vec<String> {
         "--device",
         "cpu",
     ];
-    let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let mut args: Vec<String> = TINY_NETWORK_ARGS
+        .iter()
+        .chain(&recipe)
+        .map(|a| a.to_string())
+        .collect();
     args.extend([
         "--max-steps".into(),
         steps.to_string(),

@@ -16,21 +16,8 @@ fn temp(name: &str) -> PathBuf {
 /// A tiny run that would take far longer than the test: it is stopped by a signal.
 fn start(out: &Path) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(ddpm_tests::chaos::TINY_NETWORK_ARGS)
         .args([
-            "--preset",
-            "ref-mnist",
-            "--dataset",
-            "embedded",
-            "--channels",
-            "4,8",
-            "--pe-dim",
-            "8",
-            "--n-steps",
-            "20",
-            "--batch-size",
-            "8",
-            "--epochs",
-            "100",
             "--log-every",
             "1",
             "--save-every",
