@@ -60,6 +60,13 @@ impl GuidanceInterval {
     }
 }
 
+impl Default for GuidanceInterval {
+    /// [`GuidanceInterval::ALL`]: every step guided.
+    fn default() -> Self {
+        GuidanceInterval::ALL
+    }
+}
+
 impl fmt::Display for GuidanceInterval {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{},{}", self.from, self.to)

@@ -22,7 +22,7 @@ pub struct SampleSettings {
     #[serde(default = "no_guidance", skip_serializing_if = "is_no_guidance")]
     pub guidance: f64,
     /// The part of the schedule that is guided (absent when every step is).
-    #[serde(default = "every_step", skip_serializing_if = "is_every_step")]
+    #[serde(default, skip_serializing_if = "is_every_step")]
     pub guidance_interval: GuidanceInterval,
 }
 
@@ -35,10 +35,6 @@ fn no_guidance() -> f64 {
 
 fn is_no_guidance(scale: &f64) -> bool {
     *scale == NO_GUIDANCE
-}
-
-fn every_step() -> GuidanceInterval {
-    GuidanceInterval::ALL
 }
 
 fn is_every_step(interval: &GuidanceInterval) -> bool {

@@ -44,7 +44,7 @@ pub(super) struct GuidedPoint {
     pub seed: u64,
     pub scale: f64,
     /// The guided part of the schedule (points from before intervals guided every step).
-    #[serde(default = "every_step")]
+    #[serde(default)]
     pub interval: GuidanceInterval,
     pub frechet: f64,
     pub floor: f64,
@@ -52,10 +52,6 @@ pub(super) struct GuidedPoint {
     /// Fraction of each class's samples the classifier recognises as that class.
     pub accuracy: Vec<f64>,
     pub seconds: f64,
-}
-
-fn every_step() -> GuidanceInterval {
-    GuidanceInterval::ALL
 }
 
 impl GuidedPoint {
