@@ -1,12 +1,22 @@
-// The page: controls, canvases and the worker's messages. Every computation runs in
+// The page: controls, canvases and the workers' messages. Every computation runs in
 // worker.js; this thread only paints.
 const $ = (id) => document.getElementById(id);
-const worker = new Worker('worker.js', { type: 'module' });
 const GRID_SIDE = 4;
+
+// Several workers draw one grid together, each a band of its rows: one per core, at most one
+// per row (?workers=N chooses). Each loads the model; the first also noises the digit.
+function workerCount() {
+  const asked = Number(new URLSearchParams(location.search).get('workers'));
+  const wanted = Number.isInteger(asked) && asked > 0 ? asked : (navigator.hardwareConcurrency || 1);
+  return Math.max(1, Math.min(GRID_SIDE, wanted));
+}
+const workers = Array.from({ length: workerCount() }, () => new Worker('worker.js', { type: 'module' }));
 
 let info = null;
 let schedule = [];
-let drawing = false;
+let drawing = null; // the grid being drawn: { id, request, reached, done, stepMs, start, last, parts }
+let draws = 0;
+let loading = null; // { pending, name, loaded, error }
 
 function showError(message) {
   const box = $('error');
@@ -126,7 +136,7 @@ function requestNoise() {
   if (!info) return;
   const t = Number($('t').value);
   showStep(t);
-  worker.postMessage({ type: 'noise', digit: selectedDigit() ?? undefined, t, seed: Number($('seed').value) });
+  workers[0].postMessage({ type: 'noise', digit: selectedDigit() ?? undefined, t, seed: Number($('seed').value) });
 }
 
 function gridRequest() {
@@ -156,18 +166,57 @@ function draw() {
     showError(error.message);
     return;
   }
-  drawing = true;
   $('draw').disabled = true;
   $('progress').value = 0;
   $('grid-status').textContent = 'starting…';
   window.ddpmResult = undefined;
-  worker.postMessage({ type: 'grid', request });
+  const grid = $('grid');
+  grid.width = info.image[2] * GRID_SIDE;
+  grid.height = info.image[1] * GRID_SIDE;
+  const start = performance.now();
+  draws += 1;
+  drawing = {
+    id: draws,
+    request,
+    reached: workers.map(() => 0),
+    done: 0,
+    stepMs: [],
+    start,
+    last: start,
+    parts: workers.map(() => null),
+  };
+  workers.forEach((worker, part) =>
+    worker.postMessage({ type: 'grid', request, draw: draws, part, parts: workers.length }));
+}
+
+function finishDraw() {
+  drawing = null;
+  $('draw').disabled = !info;
 }
 
 function loadCheckpoint(manifest, weights, name) {
   $('draw').disabled = true;
   $('model-status').textContent = `Loading ${name}…`;
-  worker.postMessage({ type: 'load', manifest, weights, name }, [manifest, weights]);
+  loading = { pending: workers.length, name, loaded: null, error: null };
+  for (const worker of workers) {
+    const [m, w] = [manifest.slice(0), weights.slice(0)];
+    worker.postMessage({ type: 'load', manifest: m, weights: w, name }, [m, w]);
+  }
+}
+
+// Every worker answers a load; the page changes model once all have.
+function loadAnswered() {
+  loading.pending -= 1;
+  if (loading.pending > 0) return;
+  const { loaded, error } = loading;
+  loading = null;
+  if (error) {
+    $('model-status').textContent = info ? 'The previous model is still loaded.' : 'No model loaded.';
+    $('draw').disabled = !info || drawing !== null;
+    showError(`Cannot load this checkpoint: ${error}`);
+  } else {
+    modelLoaded(loaded);
+  }
 }
 
 async function loadDefault() {
@@ -195,37 +244,60 @@ async function loadFiles(files) {
   loadCheckpoint(await manifest.arrayBuffer(), await weights.arrayBuffer(), weights.name);
 }
 
+function modelLoaded(message) {
+  info = message.info;
+  schedule = message.schedule;
+  const kind = info.classes.length ? `conditional on ${info.classes.length} classes` : 'unconditional';
+  $('model-status').textContent = `Model: ${message.name} — ${info.parameters.toLocaleString()} parameters, ` +
+    `${info.image.join('×')} images, T = ${info.n_steps}, ${kind}.`;
+  fillControls();
+  fillSchedule();
+  requestNoise();
+  $('draw').disabled = false;
+  if (autorun) {
+    autorun = null;
+    applyParamsAndDraw(new URLSearchParams(location.search));
+  }
+}
+
 const onMessage = {
   loaded(message) {
-    info = message.info;
-    schedule = message.schedule;
-    const kind = info.classes.length ? `conditional on ${info.classes.length} classes` : 'unconditional';
-    $('model-status').textContent = `Model: ${message.name} — ${info.parameters.toLocaleString()} parameters, ` +
-      `${info.image.join('×')} images, T = ${info.n_steps}, ${kind}.`;
-    fillControls();
-    fillSchedule();
-    requestNoise();
-    $('draw').disabled = false;
-    if (autorun) {
-      autorun = null;
-      applyParamsAndDraw(new URLSearchParams(location.search));
+    loading.loaded ??= message;
+    loadAnswered();
+  },
+
+  // A band of rows after one step; the step counts as done once every band has reached it.
+  step({ draw, part, firstRow, done, total, t, rgba }) {
+    if (!drawing || draw !== drawing.id) return;
+    const width = info.image[2] * GRID_SIDE;
+    const rows = new ImageData(rgba, width, rgba.length / 4 / width);
+    $('grid').getContext('2d').putImageData(rows, 0, firstRow * info.image[1]);
+    drawing.reached[part] = done;
+    const now = performance.now();
+    while (drawing.done < Math.min(...drawing.reached)) {
+      drawing.done += 1;
+      drawing.stepMs.push(now - drawing.last);
+      drawing.last = now;
+      $('progress').max = total;
+      $('progress').value = drawing.done;
+      $('grid-status').textContent = `step ${drawing.done}/${total} (t = ${t.toFixed(1)}), ` +
+        `${drawing.stepMs[drawing.stepMs.length - 1].toFixed(1)} ms this step`;
     }
   },
 
-  step({ done, total, t, rgba, ms }) {
-    paint($('grid'), info.image[2] * GRID_SIDE, info.image[1] * GRID_SIDE, rgba);
-    $('progress').max = total;
-    $('progress').value = done;
-    $('grid-status').textContent = `step ${done}/${total} (t = ${t.toFixed(1)}), ${ms.toFixed(1)} ms this step`;
-  },
-
-  done({ request, samples, stepMs, totalMs }) {
-    drawing = false;
-    $('draw').disabled = false;
+  done({ draw, part, samples }) {
+    if (!drawing || draw !== drawing.id) return;
+    drawing.parts[part] = samples;
+    if (drawing.parts.includes(null)) return;
+    const { request, stepMs, start, parts } = drawing;
+    const totalMs = performance.now() - start;
+    finishDraw();
     const mean = stepMs.reduce((a, b) => a + b, 0) / stepMs.length;
     $('grid-status').textContent = `${stepMs.length} steps in ${(totalMs / 1000).toFixed(2)} s: ` +
-      `${mean.toFixed(1)} ms per step (${GRID_SIDE}×${GRID_SIDE} grid)`;
-    window.ddpmResult = { request, samples: Array.from(samples), stepMs, totalMs };
+      `${mean.toFixed(1)} ms per step (${GRID_SIDE}×${GRID_SIDE} grid, ${workers.length} ` +
+      `worker${workers.length > 1 ? 's' : ''})`;
+    const joined = parts.flatMap((p) => Array.from(p));
+    window.ddpmResult = { request, samples: joined, stepMs, totalMs, workers: workers.length };
   },
 
   noised({ x0, xt }) {
@@ -233,17 +305,20 @@ const onMessage = {
     paint($('xt'), info.image[2], info.image[1], xt);
   },
 
-  error({ during, message }) {
+  error({ during, draw, message }) {
+    if (during === 'load') {
+      loading.error ??= message;
+      loadAnswered();
+      return;
+    }
     if (during === 'grid') {
-      drawing = false;
+      if (!drawing || draw !== drawing.id) return;
+      finishDraw();
       $('grid-status').textContent = 'failed';
       window.ddpmResult = { error: message };
     }
-    if (during === 'load') {
-      $('model-status').textContent = info ? 'The previous model is still loaded.' : 'No model loaded.';
-    }
-    $('draw').disabled = !info || drawing;
-    showError(`${during === 'load' ? 'Cannot load this checkpoint' : 'Error'}: ${message}`);
+    $('draw').disabled = !info || drawing !== null;
+    showError(`Error: ${message}`);
   },
 };
 
@@ -260,8 +335,10 @@ function applyParamsAndDraw(params) {
   draw();
 }
 
-worker.onmessage = ({ data }) => onMessage[data.type](data);
-worker.onerror = (event) => showError(`The worker failed: ${event.message}`);
+for (const worker of workers) {
+  worker.onmessage = ({ data }) => onMessage[data.type](data);
+  worker.onerror = (event) => showError(`A worker failed: ${event.message}`);
+}
 $('grid-form').addEventListener('submit', (event) => {
   event.preventDefault();
   draw();

@@ -1,12 +1,13 @@
-// The Web Worker that runs the model, so the page never freezes: the WebAssembly build of
-// crates/ddpm-web (written into pkg/ by `cargo xtask web`).
+// A Web Worker that runs the model, so the page never freezes: the WebAssembly build of
+// crates/ddpm-web (written into pkg/ by `cargo xtask web`). The page starts several of them;
+// each draws its band of the grid's rows (part `part` of `parts`).
 import init, { WebDemo } from './pkg/ddpm_web.js';
 
 const ready = init();
 let demo = null;
 
-function fail(during, error) {
-  postMessage({ type: 'error', during, message: String(error && error.message ? error.message : error) });
+function fail(during, error, draw) {
+  postMessage({ type: 'error', during, draw, message: String(error && error.message ? error.message : error) });
 }
 
 const handlers = {
@@ -22,18 +23,12 @@ const handlers = {
     });
   },
 
-  grid({ request }) {
-    const stepMs = [];
-    const start = performance.now();
-    let last = start;
-    const samples = demo.grid(JSON.stringify(request), (done, total, t, rgba) => {
-      const now = performance.now();
-      stepMs.push(now - last);
-      last = now;
-      postMessage({ type: 'step', done, total, t, rgba, ms: stepMs[stepMs.length - 1] }, [rgba.buffer]);
+  grid({ request, draw, part, parts }) {
+    const [firstRow, endRow] = WebDemo.grid_rows(part, parts);
+    const samples = demo.grid(JSON.stringify(request), part, parts, (done, total, t, rgba) => {
+      postMessage({ type: 'step', draw, part, firstRow, done, total, t, rgba }, [rgba.buffer]);
     });
-    const totalMs = performance.now() - start;
-    postMessage({ type: 'done', request, samples, stepMs, totalMs }, [samples.buffer]);
+    postMessage({ type: 'done', draw, part, firstRow, endRow, samples }, [samples.buffer]);
   },
 
   noise({ digit, t, seed }) {
@@ -48,6 +43,6 @@ onmessage = async ({ data }) => {
     if (data.type !== 'load' && !demo) throw new Error('no model is loaded');
     handlers[data.type](data);
   } catch (error) {
-    fail(data.type, error);
+    fail(data.type, error, data.draw);
   }
 };

@@ -33,7 +33,7 @@ mod schedule;
 pub use error::{DiffusionError, Result};
 pub use generate::{GenerateOptions, generate};
 pub use guidance::{Guidance, GuidanceInterval, Guided, class_rows};
-pub use noise::{NoiseRng, NoiseRngState, NoiseSource};
+pub use noise::{BatchRows, NoiseRng, NoiseRngState, NoiseSource};
 pub use prediction::Prediction;
 pub use sampler::{SAMPLER_NAMES, Sampler, SamplerChoices, SamplerConfig};
 pub use sampling::{Denoiser, StepInfo, sample};

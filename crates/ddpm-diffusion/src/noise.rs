@@ -5,6 +5,7 @@ use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
+use crate::error::invalid;
 
 /// Something that hands out standard-normal tensors: a seeded [`NoiseRng`] in normal use, or a
 /// fixed sequence of recorded draws when checking against another implementation.
@@ -77,6 +78,58 @@ impl NoiseSource for NoiseRng {
     }
 }
 
+/// The rows `start..start + len` of every draw that `inner` would make for a whole batch of
+/// `batch` images: sampling a part of a batch (one Web Worker's share of a grid, say) gets
+/// exactly the noise those images get when the whole batch is sampled at once.
+///
+/// Each draw of shape (len, ...) draws (batch, ...) from `inner` and keeps the part's rows.
+pub struct BatchRows<'a, N> {
+    inner: &'a mut N,
+    batch: usize,
+    start: usize,
+}
+
+impl<'a, N: NoiseSource> BatchRows<'a, N> {
+    /// The part of a `batch`-image batch that starts at image `start`.
+    pub fn new(inner: &'a mut N, batch: usize, start: usize) -> Result<Self> {
+        if start >= batch {
+            return invalid(
+                "start",
+                format!("the part starts at image {start} of a batch of {batch}"),
+            );
+        }
+        Ok(Self {
+            inner,
+            batch,
+            start,
+        })
+    }
+}
+
+impl<N: NoiseSource> NoiseSource for BatchRows<'_, N> {
+    fn randn(&mut self, shape: &Shape, device: &Device) -> Result<Tensor> {
+        let (len, rest) = match shape.dims().split_first() {
+            Some((&len, rest)) if self.start + len <= self.batch => (len, rest),
+            _ => {
+                return invalid(
+                    "shape",
+                    format!(
+                        "a draw of shape {:?} does not fit images {}.. of a batch of {}",
+                        shape.dims(),
+                        self.start,
+                        self.batch
+                    ),
+                );
+            }
+        };
+        let whole: Shape = [&[self.batch], rest].concat().into();
+        Ok(self
+            .inner
+            .randn(&whole, device)?
+            .narrow(0, self.start, len)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +152,32 @@ mod tests {
             mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
             "mean {mean} var {var}"
         );
+    }
+    #[test]
+    fn batch_rows_hand_out_the_whole_batchs_draws_of_their_rows() {
+        let shape: Shape = (6, 2, 3).into();
+        let mut whole = NoiseRng::new(5);
+        let first = whole.randn(&shape, &Device::Cpu).unwrap();
+        let second = whole.randn(&shape, &Device::Cpu).unwrap();
+        let mut inner = NoiseRng::new(5);
+        let mut part = BatchRows::new(&mut inner, 6, 2).unwrap();
+        let part_shape: Shape = (3, 2, 3).into();
+        for expected in [first, second] {
+            let drawn = part.randn(&part_shape, &Device::Cpu).unwrap();
+            let expected = expected.narrow(0, 2, 3).unwrap();
+            assert_eq!(
+                drawn.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                expected.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn batch_rows_refuse_parts_outside_the_batch() {
+        let mut inner = NoiseRng::new(1);
+        assert!(BatchRows::new(&mut inner, 4, 4).is_err());
+        let mut part = BatchRows::new(&mut inner, 4, 3).unwrap();
+        let err = part.randn(&(2, 5).into(), &Device::Cpu).unwrap_err();
+        assert!(err.to_string().contains("batch of 4"), "{err}");
     }
 }

@@ -1,10 +1,10 @@
 //! The JavaScript interface of [`Demo`] (wasm32 only): JSON in and out for descriptions,
 //! typed arrays for pixels and samples.
 
-use js_sys::{Float32Array, Function, Uint8ClampedArray};
+use js_sys::{Float32Array, Function, Uint8ClampedArray, Uint32Array};
 use wasm_bindgen::prelude::*;
 
-use crate::{Demo, GridRequest, Picture, WebError, grid_picture};
+use crate::{Demo, GridPart, GridRequest, Picture, WebError, grid_picture};
 
 fn js_error(e: impl Into<WebError>) -> JsError {
     JsError::new(&e.into().to_string())
@@ -35,15 +35,38 @@ impl WebDemo {
         serde_json::to_string(&self.0.schedule_rows()).map_err(js_error)
     }
 
-    /// Draws the grid of `request` (a [`GridRequest`] as JSON), calling
-    /// `on_step(done, total, t, rgba)` after every step with the grid's pixels; returns the
-    /// final samples (N·C·H·W floats in [-1, 1]).
-    pub fn grid(&self, request: &str, on_step: &Function) -> Result<Float32Array, JsError> {
+    /// The grid rows `[first, end)` of part `part` of `parts` ([`GridPart::rows`]).
+    pub fn grid_rows(part: usize, parts: usize) -> Result<Uint32Array, JsError> {
+        let rows = GridPart {
+            index: part,
+            count: parts,
+        }
+        .rows()
+        .map_err(js_error)?;
+        Ok(Uint32Array::from(
+            [rows.start as u32, rows.end as u32].as_slice(),
+        ))
+    }
+
+    /// Draws part `part` of `parts` of the grid of `request` (a [`GridRequest`] as JSON),
+    /// calling `on_step(done, total, t, rgba)` after every step with the part's pixels;
+    /// returns the part's final samples (N·C·H·W floats in [-1, 1]).
+    pub fn grid(
+        &self,
+        request: &str,
+        part: usize,
+        parts: usize,
+        on_step: &Function,
+    ) -> Result<Float32Array, JsError> {
         let request: GridRequest = serde_json::from_str(request).map_err(js_error)?;
+        let part = GridPart {
+            index: part,
+            count: parts,
+        };
         let mut failure: Option<JsValue> = None;
         let x0 = self
             .0
-            .grid(&request, |info| {
+            .grid(&request, part, |info| {
                 if failure.is_some() {
                     return;
                 }

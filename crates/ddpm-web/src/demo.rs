@@ -2,12 +2,13 @@
 //! samples drawn step by step, the forward process on a real digit.
 
 use std::cell::OnceCell;
+use std::ops::Range;
 
 use candle_core::{Device, Tensor};
 use ddpm_data::{ImageSet, batch_tensor, embedded_mnist_with_labels};
 use ddpm_diffusion::{
-    GenerateOptions, Guidance, NoiseRng, SAMPLER_NAMES, SamplerChoices, SamplerConfig, Schedule,
-    StepInfo, generate,
+    BatchRows, GenerateOptions, Guidance, NoiseRng, NoiseSource, SAMPLER_NAMES, SamplerChoices,
+    SamplerConfig, Schedule, StepInfo, generate,
 };
 use ddpm_run::{RunManifest, checkpoint};
 use ddpm_unet::Model;
@@ -69,6 +70,33 @@ impl GridRequest {
             prediction: manifest.prediction,
             guidance,
         })
+    }
+}
+
+/// One of `count` parts of the grid, each a band of whole rows, so that several Web Workers
+/// draw one grid together: part `index` of `count` gets rows
+/// `index·R/count .. (index+1)·R/count` of the R = [`GRID_SIDE`] rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GridPart {
+    /// Which part, `0..count`.
+    pub index: usize,
+    /// How many parts the grid is split into, `1..=GRID_SIDE`.
+    pub count: usize,
+}
+
+impl GridPart {
+    /// The whole grid in one part.
+    pub const WHOLE: GridPart = GridPart { index: 0, count: 1 };
+
+    /// The grid rows of this part.
+    pub fn rows(&self) -> Result<Range<usize>> {
+        if self.count == 0 || self.count > GRID_SIDE || self.index >= self.count {
+            return Err(WebError::Invalid(format!(
+                "grid part {} of {}: the grid splits into 1 to {GRID_SIDE} parts, numbered from 0",
+                self.index, self.count
+            )));
+        }
+        Ok(self.index * GRID_SIDE / self.count..(self.index + 1) * GRID_SIDE / self.count)
     }
 }
 
@@ -192,21 +220,35 @@ impl Demo {
         }
     }
 
-    /// Draws the grid `request` asks for, handing every step to `on_step`, and returns the
-    /// final samples (N, C, H, W) in [-1, 1].
+    /// Draws `part` of the grid `request` asks for (its rows' samples exactly as drawing the
+    /// whole grid gives them: the same x_T and step noise, [`BatchRows`]), handing every step
+    /// to `on_step`, and returns the part's final samples (N, C, H, W) in [-1, 1].
     pub fn grid(
         &self,
         request: &GridRequest,
+        part: GridPart,
         mut on_step: impl FnMut(StepInfo<'_>),
     ) -> Result<Tensor> {
-        let options = request.options(&self.manifest)?;
+        let rows = part.rows()?;
+        let mut options = request.options(&self.manifest)?;
+        let whole = options.n;
+        let (start, len) = (rows.start * GRID_SIDE, rows.len() * GRID_SIDE);
+        let [c, h, w] = options.image;
         let mut noise = NoiseRng::new(request.seed);
+        let x_t = noise
+            .randn(&(whole, c, h, w).into(), &Device::Cpu)?
+            .narrow(0, start, len)?;
+        options.n = len;
+        options.batch_size = len;
+        if let Some(guidance) = &mut options.guidance {
+            guidance.classes = guidance.classes[start..start + len].to_vec();
+        }
         Ok(generate(
             &self.model,
             &self.schedule,
             &options,
-            None,
-            &mut noise,
+            Some(&x_t),
+            &mut BatchRows::new(&mut noise, whole, start)?,
             &Device::Cpu,
             |_batch, info| on_step(info),
         )?)

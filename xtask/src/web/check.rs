@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use ddpm_web::{Demo, GridRequest, grid_picture};
+use ddpm_web::{Demo, GridPart, GridRequest, grid_picture};
 use serde_json::{Value, json};
 
 use super::MODEL_DIR;
@@ -34,6 +34,10 @@ pub struct CheckArgs {
     /// With --check: the largest difference allowed between a browser sample and the native one.
     #[arg(long, default_value_t = 1e-4)]
     tolerance: f32,
+    /// With --check: how many Web Workers draw the grid (default: the page's choice, one per
+    /// core, at most one per grid row).
+    #[arg(long)]
+    workers: Option<usize>,
     /// With --check: where the screenshot and report.json go.
     #[arg(long, default_value = "target/web-check")]
     report_dir: PathBuf,
@@ -55,8 +59,11 @@ impl CheckArgs {
         let steps = request
             .steps
             .map_or(String::new(), |s| format!("&steps={s}"));
+        let workers = self
+            .workers
+            .map_or(String::new(), |n| format!("&workers={n}"));
         format!(
-            "?autorun&digit={}&sampler={}{steps}&guidance={}&seed={}",
+            "?autorun&digit={}&sampler={}{steps}&guidance={}&seed={}{workers}",
             self.digit,
             self.sampler.replace('+', "%2B"),
             self.guidance,
@@ -74,6 +81,8 @@ struct Drawn {
     rgba: Vec<u8>,
     step_ms: Vec<f64>,
     total_ms: f64,
+    /// Web Workers (browser) or threads (native) that drew it.
+    parallel: usize,
 }
 
 impl Drawn {
@@ -151,7 +160,7 @@ fn draw_natively(model_dir: &Path, request: &GridRequest) -> Result<Drawn> {
     let start = Instant::now();
     let mut last = start;
     let mut step_ms = Vec::new();
-    let x0 = demo.grid(request, |_| {
+    let x0 = demo.grid(request, GridPart::WHOLE, |_| {
         step_ms.push(last.elapsed().as_secs_f64() * 1e3);
         last = Instant::now();
     })?;
@@ -161,6 +170,7 @@ fn draw_natively(model_dir: &Path, request: &GridRequest) -> Result<Drawn> {
         rgba: grid_picture(&x0)?.rgba,
         step_ms,
         total_ms,
+        parallel: rayon::current_num_threads(),
     })
 }
 
@@ -186,6 +196,7 @@ fn draw_in_browser(browser: &Browser, url: &str) -> Result<Drawn> {
         rgba: numbers(&pixels)?,
         step_ms: numbers(&result["stepMs"])?,
         total_ms: result["totalMs"].as_f64().unwrap_or(f64::NAN),
+        parallel: result["workers"].as_u64().unwrap_or(0) as usize,
     })
 }
 
@@ -229,8 +240,8 @@ fn compare(browser: &Drawn, native: &Drawn, request: &GridRequest, args: &CheckA
         .unwrap_or(0);
     let report = json!({
         "request": request,
-        "browser": {"step_ms": browser.step_ms, "mean_step_ms": browser.mean_step_ms(), "grid_ms": browser.total_ms},
-        "native": {"step_ms": native.step_ms, "mean_step_ms": native.mean_step_ms(), "grid_ms": native.total_ms},
+        "browser": {"workers": browser.parallel, "step_ms": browser.step_ms, "mean_step_ms": browser.mean_step_ms(), "grid_ms": browser.total_ms},
+        "native": {"threads": native.parallel, "step_ms": native.step_ms, "mean_step_ms": native.mean_step_ms(), "grid_ms": native.total_ms},
         "max_abs_diff": max_diff,
         "bit_identical": identical,
         "pixel_bytes_differing": pixels_differing,
@@ -240,16 +251,18 @@ fn compare(browser: &Drawn, native: &Drawn, request: &GridRequest, args: &CheckA
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("cannot write {}", path.display()))?;
     println!(
-        "browser: {} steps, {:.1} ms per step, grid {:.0} ms\n\
-         native:  {} steps, {:.1} ms per step, grid {:.0} ms\n\
+        "browser: {} steps, {:.1} ms per step, grid {:.0} ms ({} Web Workers)\n\
+         native:  {} steps, {:.1} ms per step, grid {:.0} ms ({} threads)\n\
          samples: max |browser - native| = {max_diff:.3e} ({}), canvas bytes differing: \
          {pixels_differing} (largest difference {max_pixel_diff})\nreport: {}",
         browser.step_ms.len(),
         browser.mean_step_ms(),
         browser.total_ms,
+        browser.parallel,
         native.step_ms.len(),
         native.mean_step_ms(),
         native.total_ms,
+        native.parallel,
         if identical {
             "bit-identical"
         } else {
