@@ -38,6 +38,9 @@ enum Command {
     /// Build the browser demo into a folder; `--serve` serves it on 127.0.0.1, `--check` tests
     /// it in headless Chromium against the native sampler (docs/web.md).
     Web(web::Args),
+    /// Run a crate's tests (default: ddpm-nn's kernel tests) compiled for wasm32 with simd128,
+    /// under Node's WASI (docs/web.md).
+    WasmTest(web::wasm_test::Args),
     /// Make the browser demo's default model (web/model/) from a trained run: its manifest
     /// and EMA weights in f16.
     WebModel(web::ModelArgs),
@@ -56,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         Command::TrainClassifier(args) => eval::train_classifier(args),
         Command::Experiment(args) => experiment::run(args),
         Command::Web(args) => web::run(args),
+        Command::WasmTest(args) => web::wasm_test::run(args),
         Command::WebModel(args) => web::default_model::run(args),
         Command::Chaos(args) => chaos::run(args),
     }

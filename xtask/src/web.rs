@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail, ensure};
 mod check;
 pub mod default_model;
 mod serve;
+pub mod wasm_test;
 mod webdriver;
 
 pub use default_model::ModelArgs;
