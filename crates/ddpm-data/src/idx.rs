@@ -16,29 +16,40 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Reads an IDX images file (raw or .gz) into a 1-channel [`ImageSet`].
 pub fn read_idx_images(path: &Path) -> Result<ImageSet> {
-    parse_idx_images(&read_maybe_gz(path)?, path)
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    parse_idx_images(&decompress(&bytes, path, IMAGES_MAGIC, 3)?, path)
 }
 
 /// Reads an IDX labels file (raw or .gz).
 pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>> {
-    parse_idx_labels(&read_maybe_gz(path)?, path)
-}
-
-/// Reads a file, decompressing it when it starts with the gzip magic.
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
-    gunzip_if_needed(bytes, path)
+    parse_idx_labels(&decompress(&bytes, path, LABELS_MAGIC, 1)?, path)
 }
 
-/// Decompresses `bytes` when they are gzip data, else returns them unchanged.
-pub(crate) fn gunzip_if_needed(bytes: Vec<u8>, origin: &Path) -> Result<Vec<u8>> {
+/// The IDX bytes of `bytes`, decompressed when they are gzip data. Decompression stops one
+/// byte after the length the header announces, so a small file that inflates without end (or
+/// announces more than it holds) costs no more memory than it really holds or claims; the
+/// parser then names what is wrong.
+pub(crate) fn decompress(bytes: &[u8], origin: &Path, magic: u32, ndims: usize) -> Result<Vec<u8>> {
     if !bytes.starts_with(&GZIP_MAGIC) {
-        return Ok(bytes);
+        return Ok(bytes.to_vec());
     }
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(&bytes[..])
+    let corrupt = |e: std::io::Error| idx_err(origin, format!("corrupt gzip stream: {e}"));
+    let mut stream = flate2::read::MultiGzDecoder::new(bytes);
+    let header_len = 4 * (1 + ndims);
+    let mut out = Vec::with_capacity(header_len);
+    (&mut stream)
+        .take(header_len as u64)
         .read_to_end(&mut out)
-        .map_err(|e| idx_err(origin, format!("corrupt gzip stream: {e}")))?;
+        .map_err(corrupt)?;
+    if out.len() < header_len {
+        return Ok(out);
+    }
+    let (_, announced) = header(&out, origin, magic, ndims)?;
+    stream
+        .take(announced as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(corrupt)?;
     Ok(out)
 }
 
@@ -49,14 +60,9 @@ fn idx_err(path: &Path, problem: String) -> DataError {
     }
 }
 
-/// Parses the header (magic + `ndims` dimensions) and checks that exactly the announced
-/// number of data bytes follows. Returns the dimensions and the data.
-fn parse_header<'a>(
-    bytes: &'a [u8],
-    origin: &Path,
-    magic: u32,
-    ndims: usize,
-) -> Result<(Vec<usize>, &'a [u8])> {
+/// Reads the header (magic + `ndims` dimensions) at the start of `bytes`: the dimensions and
+/// the number of data bytes they announce.
+fn header(bytes: &[u8], origin: &Path, magic: u32, ndims: usize) -> Result<(Vec<usize>, usize)> {
     let header_len = 4 * (1 + ndims);
     if bytes.len() < header_len {
         return Err(idx_err(
@@ -79,11 +85,23 @@ fn parse_header<'a>(
     if dims.contains(&0) {
         return Err(idx_err(origin, format!("zero dimension in {dims:?}")));
     }
-    let expected = dims
+    let announced = dims
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| idx_err(origin, format!("dimensions {dims:?} overflow")))?;
-    let data = &bytes[header_len..];
+    Ok((dims, announced))
+}
+
+/// Parses the header and checks that exactly the announced number of data bytes follows.
+/// Returns the dimensions and the data.
+fn parse_header<'a>(
+    bytes: &'a [u8],
+    origin: &Path,
+    magic: u32,
+    ndims: usize,
+) -> Result<(Vec<usize>, &'a [u8])> {
+    let (dims, expected) = header(bytes, origin, magic, ndims)?;
+    let data = &bytes[4 * (1 + ndims)..];
     if data.len() != expected {
         return Err(idx_err(
             origin,

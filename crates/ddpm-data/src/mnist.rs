@@ -95,11 +95,11 @@ fn parse_embedded() -> Result<(ImageSet, Vec<u8>)> {
         Path::new(EMBEDDED_LABELS_NAME),
     );
     let images = parse_idx_images(
-        &crate::idx::gunzip_if_needed(EMBEDDED_IMAGES.to_vec(), ip)?,
+        &crate::idx::decompress(EMBEDDED_IMAGES, ip, crate::idx::IMAGES_MAGIC, 3)?,
         ip,
     )?;
     let labels = parse_idx_labels(
-        &crate::idx::gunzip_if_needed(EMBEDDED_LABELS.to_vec(), lp)?,
+        &crate::idx::decompress(EMBEDDED_LABELS, lp, crate::idx::LABELS_MAGIC, 1)?,
         lp,
     )?;
     check_counts(&images, ip, &labels, lp)?;
