@@ -183,8 +183,15 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         enc.write_all(&raw).unwrap();
         let gz = enc.finish().unwrap();
-        assert_eq!(gunzip_if_needed(gz.clone(), Path::new("g")).unwrap(), raw);
-        let e = gunzip_if_needed(gz[..gz.len() / 2].to_vec(), Path::new("cut.gz")).unwrap_err();
+        assert_eq!(
+            decompress(&gz, Path::new("g"), IMAGES_MAGIC, 3).unwrap(),
+            raw
+        );
+        assert_eq!(
+            decompress(&raw, Path::new("r"), IMAGES_MAGIC, 3).unwrap(),
+            raw
+        );
+        let e = decompress(&gz[..gz.len() / 2], Path::new("cut.gz"), IMAGES_MAGIC, 3).unwrap_err();
         assert!(
             e.to_string().contains("cut.gz") && e.to_string().contains("corrupt gzip"),
             "{e}"
