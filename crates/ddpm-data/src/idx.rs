@@ -1,6 +1,7 @@
 //! The IDX format of MNIST: big-endian u32 magic (2051 images, 2049 labels), big-endian u32
 //! dimensions, then u8 data. Files may be raw or gzip-compressed (detected by content).
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::path::Path;
 
@@ -30,9 +31,14 @@ pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>> {
 /// byte after the length the header announces, so a small file that inflates without end (or
 /// announces more than it holds) costs no more memory than it really holds or claims; the
 /// parser then names what is wrong.
-pub(crate) fn decompress(bytes: &[u8], origin: &Path, magic: u32, ndims: usize) -> Result<Vec<u8>> {
+pub(crate) fn decompress<'a>(
+    bytes: &'a [u8],
+    origin: &Path,
+    magic: u32,
+    ndims: usize,
+) -> Result<Cow<'a, [u8]>> {
     if !bytes.starts_with(&GZIP_MAGIC) {
-        return Ok(bytes.to_vec());
+        return Ok(Cow::Borrowed(bytes));
     }
     let corrupt = |e: std::io::Error| idx_err(origin, format!("corrupt gzip stream: {e}"));
     let mut stream = flate2::read::MultiGzDecoder::new(bytes);
@@ -43,14 +49,14 @@ pub(crate) fn decompress(bytes: &[u8], origin: &Path, magic: u32, ndims: usize) 
         .read_to_end(&mut out)
         .map_err(corrupt)?;
     if out.len() < header_len {
-        return Ok(out);
+        return Ok(Cow::Owned(out));
     }
     let (_, announced) = header(&out, origin, magic, ndims)?;
     stream
         .take(announced as u64 + 1)
         .read_to_end(&mut out)
         .map_err(corrupt)?;
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 fn idx_err(path: &Path, problem: String) -> DataError {
@@ -184,11 +190,11 @@ mod tests {
         enc.write_all(&raw).unwrap();
         let gz = enc.finish().unwrap();
         assert_eq!(
-            decompress(&gz, Path::new("g"), IMAGES_MAGIC, 3).unwrap(),
+            *decompress(&gz, Path::new("g"), IMAGES_MAGIC, 3).unwrap(),
             raw
         );
         assert_eq!(
-            decompress(&raw, Path::new("r"), IMAGES_MAGIC, 3).unwrap(),
+            *decompress(&raw, Path::new("r"), IMAGES_MAGIC, 3).unwrap(),
             raw
         );
         let e = decompress(&gz[..gz.len() / 2], Path::new("cut.gz"), IMAGES_MAGIC, 3).unwrap_err();
