@@ -16,7 +16,7 @@ let info = null;
 let schedule = [];
 let drawing = null; // the grid being drawn: { id, request, reached, done, stepMs, start, last, parts }
 let draws = 0;
-let loading = null; // { pending, name, loaded, error }
+let loading = null; // { pending, loaded, error }
 
 function showError(message) {
   const box = $('error');
@@ -197,7 +197,7 @@ function finishDraw() {
 function loadCheckpoint(manifest, weights, name) {
   $('draw').disabled = true;
   $('model-status').textContent = `Loading ${name}…`;
-  loading = { pending: workers.length, name, loaded: null, error: null };
+  loading = { pending: workers.length, loaded: null, error: null };
   for (const worker of workers) {
     const [m, w] = [manifest.slice(0), weights.slice(0)];
     worker.postMessage({ type: 'load', manifest: m, weights: w, name }, [m, w]);

@@ -24,11 +24,11 @@ const handlers = {
   },
 
   grid({ request, draw, part, parts }) {
-    const [firstRow, endRow] = WebDemo.grid_rows(part, parts);
+    const [firstRow] = WebDemo.grid_rows(part, parts);
     const samples = demo.grid(JSON.stringify(request), part, parts, (done, total, t, rgba) => {
       postMessage({ type: 'step', draw, part, firstRow, done, total, t, rgba }, [rgba.buffer]);
     });
-    postMessage({ type: 'done', draw, part, firstRow, endRow, samples }, [samples.buffer]);
+    postMessage({ type: 'done', draw, part, samples }, [samples.buffer]);
   },
 
   noise({ digit, t, seed }) {

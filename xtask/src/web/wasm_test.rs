@@ -23,16 +23,18 @@ pub struct Args {
 
 /// Runs `cargo xtask wasm-test`.
 pub fn run(args: Args) -> Result<()> {
-    let root = workspace_root();
-    let runner = target_dir(&root).join("wasi-runner.mjs");
-    std::fs::create_dir_all(target_dir(&root))?;
-    std::fs::write(&runner, RUNNER)
-        .with_context(|| format!("cannot write {}", runner.display()))?;
     let node = Command::new("node").arg("--version").output();
     ensure!(
         node.is_ok_and(|o| o.status.success()),
         "`node` (Node.js 20 or later, for its WASI) is not installed"
     );
+    let root = workspace_root();
+    let target = target_dir(&root);
+    std::fs::create_dir_all(&target)
+        .with_context(|| format!("cannot create {}", target.display()))?;
+    let runner = target.join("wasi-runner.mjs");
+    std::fs::write(&runner, RUNNER)
+        .with_context(|| format!("cannot write {}", runner.display()))?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(&cargo);
     command
