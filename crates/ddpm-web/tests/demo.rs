@@ -165,7 +165,7 @@ fn parts_of_the_grid_are_its_rows_drawn_as_the_whole_grid_draws_them() {
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         // Not bit-identical: the convolutions' matrix products group the samples by batch size,
-        // so a part sums in another order (measured 8.3e-5 for 2 parts, 9.0e-5 for 4; guidance
+        // so a part sums in another order (measured 6.2e-5, 8.1e-5, 8.1e-5 for 2, 3, 4 parts; guidance
         // w = 5 and the first steps' 1/sqrt(alpha_bar) amplify the network's ~1e-6 difference).
         assert!(
             worst < 2e-4,
